@@ -1,0 +1,93 @@
+"""Conformance: our TopFormer reproduces the official implementation's outputs, unfolded and folded."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from topformer_deploy import build_model, fold_batchnorm, load_checkpoint
+
+CASES = [
+    ("tiny", "official_topformer_tiny_seed0.pth", "official_topformer_tiny_512x512_seed0_ref.npz"),
+    ("small", "official_topformer_small_seed0.pth", "official_topformer_small_256x256_seed0_ref.npz"),
+    ("base", "official_topformer_base_seed0.pth", "official_topformer_base_256x256_seed0_ref.npz"),
+    ("tiny", "official_topformer_tiny_seed1.pth", "official_topformer_tiny_480x360_seed1_ref.npz"),
+]
+ATOL = 1e-4
+
+
+def stage_outputs(model, image: torch.Tensor) -> dict[str, np.ndarray]:
+    """Every intermediate the official reference stores, computed stage by stage."""
+    with torch.no_grad():
+        tokens = model.tpm(image)
+        pooled = model.backbone.ppa(tokens)
+        semantics = model.backbone.trans(pooled)
+        injected = model.sim(tokens, semantics)
+        logits = model.head(injected)
+    out = {f"tpm.{i}": t for i, t in enumerate(tokens)}
+    out.update({"ppa": pooled, "trans": semantics, "logits": logits})
+    out.update({f"backbone_out.{i}": t for i, t in enumerate(injected)})
+    # The official SimpleHead sums in place into its first input (``outs += pred``), so the reference's
+    # backbone_out.0 was recorded after that sum; our head leaves its input alone and exposes the sum.
+    with torch.no_grad():
+        out["backbone_out.0"] = model.decode_head.aggregate(injected)
+    return {k: v.numpy() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["unfolded", "folded"])
+@pytest.mark.parametrize("variant,ckpt,ref", CASES, ids=[c[2].split("_", 2)[2][:-8] for c in CASES])
+def test_matches_official_outputs(official_dir, variant, ckpt, ref, folded):
+    model = load_checkpoint(official_dir / ckpt)
+    assert model.variant == variant and model.num_classes == 150
+    if folded:
+        model = fold_batchnorm(model)
+    reference = np.load(official_dir / ref)
+    ours = stage_outputs(model, torch.from_numpy(reference["input"]))
+    expected_keys = {k for k in reference.files if k != "input"}
+    assert expected_keys == set(ours), "reference holds arrays we do not compute"
+    for key in sorted(expected_keys):
+        assert ours[key].shape == reference[key].shape, key
+        err = float(np.max(np.abs(ours[key] - reference[key])))
+        assert err <= ATOL, f"{key}: max abs error {err:.3g}"
+    with torch.no_grad():
+        whole = model(torch.from_numpy(reference["input"])).numpy()
+    np.testing.assert_allclose(whole, reference["logits"], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("variant,expected", [("tiny", 1_389_654), ("small", 3_034_662), ("base", 5_062_646)])
+def test_parameter_counts(variant, expected):
+    model = build_model(variant)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_official_module_paths_map_one_to_one(official_dir):
+    state = torch.load(official_dir / "official_topformer_tiny_seed0.pth", weights_only=True)["state_dict"]
+    ours = build_model("tiny").state_dict()
+    assert set(state) == set(ours)
+    assert "backbone.trans.transformer_blocks.0.attn.to_q.c.weight" in ours
+    assert not any(k.startswith("backbone.SIM.0.") for k in ours)
+
+
+def test_any_number_of_classes():
+    model = build_model("small", num_classes=7)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 128, 192)).shape == (1, 7, 16, 24)
+
+
+def test_fold_removes_batchnorm_and_keeps_outputs():
+    torch.manual_seed(0)
+    model = build_model("tiny", num_classes=19)
+    for m in model.modules():  # non-trivial statistics so folding is exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()), "input model was modified"
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        a, b = model(x), folded(x)
+    rel = float((a - b).norm() / a.norm())
+    assert rel <= 1e-5, rel

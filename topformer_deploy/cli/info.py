@@ -1,0 +1,52 @@
+"""``topformer-deploy info``: parameters and MACs per stage."""
+from __future__ import annotations
+
+import click
+
+from .options import INPUT_SIZE, VARIANT, echo_json
+
+
+@click.command()
+@click.option("--variant", type=VARIANT, default=None, help="tiny, small or base (inferred from --checkpoint).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Official-layout checkpoint to describe.")
+@click.option("--input-size", type=INPUT_SIZE, default="512", show_default=True, help="512 or HxW.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classes (default 150).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def info(variant, checkpoint, input_size, num_classes, as_json):
+    """Parameters and multiply-accumulates per stage (TPM, SASE, SIM, head, full-res upsample)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..complexity import complexity_dict, model_complexity
+    from ..errors import TopformerDeployError
+    from ..model import build_model, check_input_size, load_checkpoint
+
+    height, width = input_size
+    try:
+        check_input_size(height, width)
+    except ValueError as exc:
+        raise TopformerDeployError(str(exc)) from exc
+    if checkpoint:
+        model = load_checkpoint(checkpoint, variant or "auto", num_classes)
+    else:
+        if variant is None:
+            raise TopformerDeployError("give --variant (tiny, small, base) or --checkpoint")
+        model = build_model(variant, num_classes or 150)
+    rows = model_complexity(model, height, width, full_resolution=True)
+    network = rows[:4]
+    data = {"variant": model.variant, "num_classes": model.num_classes, "input_size": [height, width],
+            "checkpoint": checkpoint, **complexity_dict(rows)}
+    if as_json:
+        echo_json(data)
+        return
+    table = Table(title=f"TopFormer-{model.variant} @ {height}x{width}, {model.num_classes} classes")
+    for col in ("stage", "params", "param share", "MACs (M)", "MAC share"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for r in network:
+        table.add_row(r.stage.upper() if r.stage != "head" else "head", f"{r.params:,}",
+                      f"{r.param_share:.1%}", f"{r.macs / 1e6:,.1f}", f"{r.mac_share:.1%}")
+    table.add_row("total", f"{data['total_params']:,}", "100%", f"{data['total_macs'] / 1e6:,.1f}", "100%",
+                  style="bold")
+    up = rows[4].macs
+    table.add_row("(+ x8 upsample)", "0", "", f"{up / 1e6:,.1f}", f"+{up / data['total_macs']:.0%}", style="dim")
+    Console().print(table)

@@ -1,0 +1,37 @@
+"""Option types and helpers shared by several commands."""
+from __future__ import annotations
+
+import json
+import re
+
+import click
+
+from ..model import VARIANTS
+
+
+class InputSize(click.ParamType):
+    """``512`` (square) or ``HxW`` such as ``512x384``; returns (height, width)."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip().lower()
+        m = re.fullmatch(r"(\d+)(?:x(\d+))?", text)
+        if not m:
+            self.fail(f"{value!r} is not a size: use 512 or HxW such as 512x384", param, ctx)
+        h = int(m.group(1))
+        w = int(m.group(2)) if m.group(2) else h
+        if h <= 0 or w <= 0:
+            self.fail(f"{value!r}: sizes must be positive", param, ctx)
+        return h, w
+
+
+INPUT_SIZE = InputSize()
+VARIANT = click.Choice(sorted(VARIANTS), case_sensitive=False)
+
+
+def echo_json(data) -> None:
+    """Print one JSON document on stdout."""
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
