@@ -77,3 +77,10 @@ def test_corrupt_checkpoint_through_cli(tmp_path):
     assert out.returncode == 2
     lines = [l for l in out.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ")
+
+
+def test_cli_variant_names_match_the_model_table():
+    from topformer_deploy.cli.options import VARIANT_NAMES
+    from topformer_deploy.model import VARIANTS
+
+    assert set(VARIANT_NAMES) == set(VARIANTS)
