@@ -1,0 +1,130 @@
+"""Baseline files: bench results kept per configuration (``config_key``) for one device.
+
+A baseline file is ``{"schema": "topformer-deploy/baseline", "schema_version": 1, "device": {...},
+"entries": {config_key: <bench result>}}``; saving merges one result into it (same key replaced),
+written atomically. Reading accepts a baseline file or a single bench result.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import TopformerDeployError
+
+BASELINE_SCHEMA = "topformer-deploy/baseline"
+SCHEMA_VERSION = 1
+
+
+class BaselineError(TopformerDeployError):
+    """An unreadable, unknown or incompatible result/baseline file."""
+
+
+def check_result(doc, where: str = "bench result") -> dict:
+    """Raise BaselineError unless ``doc`` is a bench result the gate can use; return it."""
+    from .result import validate_result
+
+    try:
+        validate_result(doc)
+    except TopformerDeployError as exc:
+        raise BaselineError(f"{where}: {exc}") from None
+    key = doc["config_key"]
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in doc["latencies_ms"]):
+        raise BaselineError(f"{where} ({key}) has latencies that are not positive finite numbers")
+    if not isinstance(doc.get("device"), dict) or not doc["device"].get("id"):
+        raise BaselineError(f"{where} ({key}) has no device id")
+    return doc
+
+
+def entries_of(doc: dict) -> dict[str, dict]:
+    """``{config_key: result}`` of a baseline file or of a single bench result (validated)."""
+    if isinstance(doc, dict) and doc.get("schema") == BASELINE_SCHEMA:
+        if doc.get("schema_version") != SCHEMA_VERSION:
+            raise BaselineError(f"baseline has schema_version {doc.get('schema_version')!r}; this tool reads "
+                                f"{SCHEMA_VERSION}")
+        entries = doc.get("entries")
+        if not isinstance(entries, dict):
+            raise BaselineError("baseline has no entries")
+        for key, result in entries.items():
+            check_result(result, f"baseline entry {key!r}")
+            if result["config_key"] != key:
+                raise BaselineError(f"baseline entry {key!r} holds a result for {result['config_key']!r}")
+        return dict(entries)
+    result = check_result(doc)
+    return {result["config_key"]: result}
+
+
+def load_result_or_baseline(path) -> dict:
+    """Read a bench result or a baseline file; BaselineError (one clear line) if it cannot be used."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BaselineError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{path}: cannot read: {exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    try:
+        entries_of(doc)
+    except BaselineError as exc:
+        raise BaselineError(f"{path}: {exc}") from None
+    return doc
+
+
+def save_baseline(result_doc: dict, path, allow_hot: bool = False) -> dict:
+    """Merge ``result_doc`` into the baseline file at ``path`` (created if missing); return the new doc.
+
+    Refuses a result from another device than the file's, and (unless ``allow_hot``) one measured
+    on a throttled or hot device. The file is replaced atomically.
+    """
+    from .gate import unusable_conditions
+
+    check_result(result_doc)
+    problem = unusable_conditions(result_doc)
+    if problem and not allow_hot:
+        raise BaselineError(f"not saving a baseline measured under bad conditions: {problem}")
+    path = Path(path)
+    if path.exists():
+        doc = load_result_or_baseline(path)
+        if doc.get("schema") != BASELINE_SCHEMA:
+            raise BaselineError(f"{path} is a single bench result, not a baseline file; choose another path")
+        old_id, new_id = doc.get("device", {}).get("id"), result_doc["device"]["id"]
+        if old_id != new_id:
+            raise BaselineError(f"{path} holds baselines of device {old_id!r}, this result is from {new_id!r}: "
+                                "use one baseline file per device")
+    else:
+        doc = {"schema": BASELINE_SCHEMA, "schema_version": SCHEMA_VERSION, "entries": {}}
+    key = result_doc["config_key"]
+    doc["device"] = result_doc["device"]
+    doc["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    doc["entries"] = {**doc.get("entries", {}), key: result_doc}
+    doc["recorded"] = {k: {"created": r.get("created"), "runtime": r.get("runtime"),
+                           "tool_version": r.get("tool_version"), "conditions": r.get("conditions"),
+                           "runs": len(r["latencies_ms"])} for k, r in sorted(doc["entries"].items())}
+    write_atomic(path, json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def write_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same directory, then rename."""
+    write_atomic_bytes(path, text.encode("utf-8"))
+
+
+def write_atomic_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,99 @@
+"""``topformer-deploy gate``: baseline vs candidate latencies -> verdict per configuration, exit code."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .options import echo_json
+
+
+class Slowdown(click.ParamType):
+    """``5%`` or ``0.05`` -> 0.05."""
+
+    name = "FRACTION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        from ..bench.gate import parse_slowdown
+
+        try:
+            return parse_slowdown(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SLOWDOWN = Slowdown()
+
+
+@click.command()
+@click.option("--baseline", "baseline_path", required=True, type=click.Path(dir_okay=False),
+              help="Baseline file (bench --save-baseline) or a single bench result JSON.")
+@click.option("--candidate", "candidate_paths", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Bench result JSON (or baseline-format file) to judge; repeat for several configurations.")
+@click.option("--max-slowdown", type=SLOWDOWN, default="5%", show_default=True,
+              help="Median slowdown that counts as a regression (5% or 0.05).")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+              show_default=True, help="Significance level of the Mann-Whitney U test (CI level is 1-alpha).")
+@click.option("--min-runs", type=click.IntRange(min=2), default=None,
+              help="Fewer runs on either side -> inconclusive (default 10).")
+@click.option("--github-benchmark", "github_out", type=click.Path(dir_okay=False),
+              help="Also write the candidate medians in github-action-benchmark customSmallerIsBetter format.")
+@click.option("--summary-md", "summary_out", type=click.Path(dir_okay=False),
+              help="Also write a Markdown summary (appended to $GITHUB_STEP_SUMMARY when that is set).")
+@click.option("--chart", "chart_out", type=click.Path(dir_okay=False),
+              help="Also draw baseline vs candidate box plots per configuration (PNG or SVG).")
+@click.option("--cross-config", is_flag=True,
+              help="Compare one baseline configuration with one candidate configuration even if they differ "
+                   "(e.g. Tiny vs Small); device, runtime and threads must still match.")
+@click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON instead of a table.")
+def gate(baseline_path, candidate_paths, max_slowdown, alpha, min_runs, github_out, summary_out, chart_out,
+         cross_config, as_json):
+    """Judge candidate latencies against a baseline, configuration by configuration.
+
+    A configuration is a REGRESSION only when its median slowdown exceeds --max-slowdown AND a
+    two-sided Mann-Whitney U test gives p < --alpha; SAME when the (1-alpha) confidence interval of
+    the change rules out such a slowdown; INCONCLUSIVE when there are too few runs, the data are too
+    noisy to decide, or the device was throttled or hot. Baselines from another device, runtime
+    version, thread count or engine are refused.
+
+    Exit codes: 0 pass, 1 regression, 2 inconclusive or unusable input.
+    """
+    from ..bench.baseline import (BASELINE_SCHEMA, SCHEMA_VERSION, entries_of, load_result_or_baseline,
+                                  write_atomic)
+    from ..bench.gate import MIN_RUNS, gate_results, github_benchmark_entries
+    from ..errors import TopformerDeployError
+
+    baseline = load_result_or_baseline(baseline_path)
+    candidates = [load_result_or_baseline(p) for p in candidate_paths]
+    merged: dict[str, dict] = {}
+    for path, doc in zip(candidate_paths, candidates):
+        for key, result in entries_of(doc).items():
+            if key in merged:
+                raise TopformerDeployError(f"{path}: configuration {key} is given twice as a candidate")
+            merged[key] = result
+    candidate = {"schema": BASELINE_SCHEMA, "schema_version": SCHEMA_VERSION, "entries": merged}
+    report = gate_results(baseline, candidate, max_slowdown=max_slowdown, alpha=alpha,
+                          min_runs=min_runs or MIN_RUNS, cross_config=cross_config)
+
+    if github_out:
+        write_atomic(github_out, json.dumps(github_benchmark_entries(candidates), indent=2, ensure_ascii=False) + "\n")
+    if chart_out:
+        report.chart(chart_out)
+    markdown = report.markdown()
+    if summary_out:
+        write_atomic(summary_out, markdown)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(markdown)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        from rich.console import Console
+
+        Console().print(report.table())
+    sys.exit(report.exit_code)
