@@ -1,0 +1,125 @@
+"""``topformer-deploy export``: TopFormer -> verified ONNX / TFLite artifacts with manifests."""
+from __future__ import annotations
+
+import click
+
+from .options import INPUT_SIZE, VARIANT, echo_json
+
+_STEPS = {"load": "Loading the model", "fold": "Folding BatchNorm", "convert": "Converting",
+          "verify": "Verifying against PyTorch", "write": "Writing artifact and manifest"}
+
+
+@click.command()
+@click.option("--variant", type=VARIANT, default=None,
+              help="tiny, small or base (inferred from --checkpoint when omitted).")
+@click.option("--to", "target", type=click.Choice(["onnx", "tflite", "all"]), required=True,
+              help="Artifact format; 'all' exports both.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="Official-layout checkpoint. Without it the weights are random (fine for latency work).")
+@click.option("--input-size", type=INPUT_SIZE, default="512", show_default=True,
+              help="512 or HxW; multiples of 64 (others are refused with the nearest exportable sizes).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 stores float16 weights (TFLite only).")
+@click.option("--output", type=click.Choice(["logits", "argmax", "argmax-full"]), default="logits",
+              show_default=True,
+              help="logits at 1/8 (what the paper timed), argmax class map at 1/8, or argmax-full at input size.")
+@click.option("--opset", type=click.IntRange(min=11), default=None, help="ONNX opset (default 20).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True,
+              help="Output directory.")
+@click.option("--no-verify", is_flag=True, help="Skip the numerical check against PyTorch (not recommended).")
+@click.option("--json", "as_json", is_flag=True, help="No progress display; print the manifest(s) as JSON.")
+def export(variant, target, checkpoint, input_size, precision, output, opset, out_dir, no_verify, as_json):
+    """Export TopFormer to ONNX and/or TFLite, verified against PyTorch, with a manifest beside each artifact.
+
+    Writes <out>/topformer_<variant>_<H>x<W>_<precision>_<output>.<onnx|tflite> and <artifact>.json.
+    An artifact is written only after it passed verification (fp32: relative L2 error <= 1e-4 and argmax
+    agreement >= 99.9%; fp16: agreement >= 99%). With --json, prints the manifest (a list with --to all).
+
+    Exit codes: 0 ok, 2 bad input or conversion error, 4 verification failed (nothing written).
+    """
+    from ..errors import TopformerDeployError
+    from ..export import export_model, random_live_model
+    from ..export.prepare import check_export_size
+    from ..model import load_checkpoint
+
+    formats = ["onnx", "tflite"] if target == "all" else [target]
+    if precision != "fp32" and "onnx" in formats:
+        raise TopformerDeployError(f"ONNX export is fp32 only; use --to tflite for {precision}")
+    if checkpoint is None and variant is None:
+        raise TopformerDeployError("give --variant (tiny, small, base) or --checkpoint")
+    check_export_size(*input_size)
+
+    with _progress(as_json) as step:
+        step("load")
+        if checkpoint:
+            model = load_checkpoint(checkpoint, variant or "auto")
+            weights = "checkpoint"
+        else:
+            click.echo(f"note: no --checkpoint given: exporting TopFormer-{variant} with random weights "
+                       "(every branch live; fine for latency, meaningless predictions)", err=True)
+            model = random_live_model(variant)
+            weights = "random"
+        results = []
+        for fmt in formats:
+            results.append(export_model(model, fmt, out_dir, input_size=input_size, precision=precision,
+                                        output=output, opset=opset, verify=not no_verify,
+                                        checkpoint=checkpoint, weights=weights,
+                                        progress=lambda name, fmt=fmt: step(name, fmt)))
+    documents = [{"path": str(r.path), "manifest_path": str(r.manifest_path), **r.manifest} for r in results]
+    if as_json:
+        echo_json(documents if target == "all" else documents[0])
+        return
+    _print_summary(results)
+
+
+class _progress:
+    """Context manager yielding ``step(name, fmt=None)``: a rich spinner on stderr, silent when ``quiet``."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self._status = None
+
+    def __enter__(self):
+        if not self.quiet:
+            import os
+
+            from rich.console import Console
+
+            # A private copy of stderr: the export silences fd 2 while converters print their banners.
+            self._stream = os.fdopen(os.dup(2), "w")
+            self._status = Console(file=self._stream, force_terminal=self._stream.isatty()).status("Starting")
+            self._status.start()
+        return self.step
+
+    def step(self, name: str, fmt: str | None = None) -> None:
+        if self._status is not None:
+            label = _STEPS.get(name, name) + (f" ({fmt})" if fmt and name in ("convert", "verify") else "")
+            self._status.update(f"{label}...")
+
+    def __exit__(self, *exc):
+        if self._status is not None:
+            self._status.stop()
+            self._stream.close()
+        return False
+
+
+def _print_summary(results) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Exported")
+    for col in ("artifact", "size", "ops", "transpose", "reshape", "pad", "max abs err", "rel L2 err", "argmax agree"):
+        table.add_column(col, justify="left" if col == "artifact" else "right")
+    for r in results:
+        m, v = r.manifest, r.manifest["verification"] or {}
+        table.add_row(str(r.path), f"{m['size_bytes'] / 1e6:.2f} MB", str(sum(m["op_histogram"].values())),
+                      str(m["transpose_count"]), str(m["reshape_count"]), str(m["pad_count"]),
+                      _fmt(v.get("max_abs_error"), ".2e"), _fmt(v.get("rel_l2_error"), ".2e"),
+                      _fmt(v.get("argmax_agreement"), ".4%"))
+    Console().print(table)
+    if any(r.manifest["verification"] is None for r in results):
+        click.echo("warning: --no-verify: the artifacts were not checked against PyTorch", err=True)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

@@ -1,0 +1,110 @@
+"""Export-time rewrites of the folded model: same numbers, a graph that maps cleanly to NHWC runtimes.
+
+* :class:`NhwcAttention` - the official attention reshapes NCHW conv outputs to ``(B, heads, dim, N)`` and
+  permutes them; forced into NHWC by a TFLite converter that costs ~7 TRANSPOSE ops per block. Here the
+  same function is computed from channels-last views: one fused q/k/v 1x1 conv, ONE transpose to split the
+  heads, ``q @ k^T`` as a 3-D batch matmul (the converter folds the transpose of ``k`` into BATCH_MATMUL's
+  ``adj_y``), and the output projection applied per head as a batch matmul followed by a sum over heads
+  (so no transpose is needed to merge the heads back).
+* :func:`same_padding_strided_convs` (opt-in) - PyTorch pads a stride-2 kxk conv symmetrically by k//2,
+  which TFLite's SAME padding cannot express, so the converter puts a PAD before each of the 5 strided
+  convs. A (k+1)x(k+1) kernel whose last row/column is zero, with padding k//2, is the same function and
+  *is* SAME padding for even sizes, so the PADs disappear - but XNNPACK fuses a zero PAD into the next
+  conv anyway, while 4x4/6x6 depthwise kernels leave its fast 3x3/5x5 paths: measured 1.38x slower for
+  Tiny 512x512 (71 vs 52 ms CPU per run). Off by default; useful for delegates that do not fuse PAD.
+
+The PyTorch model in :mod:`topformer_deploy.model` is never changed: :func:`rewrite_for_nhwc` works on a copy.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model.blocks import Attention
+
+
+class NhwcAttention(nn.Module):
+    """The folded official :class:`~topformer_deploy.model.blocks.Attention`, rewritten channels-last.
+
+    Children: ``qkv`` (one 1x1 conv with bias; per head its kd query, kd key and d value channels) and
+    ``proj`` (the original ReLU6 + folded 1x1 conv, kept so module paths and weights stay recognisable;
+    its weights are used per head through the ``proj_weight`` / ``proj_bias`` buffers).
+    """
+
+    def __init__(self, attention: Attention):
+        super().__init__()
+        self.num_heads, self.key_dim, self.d = attention.num_heads, attention.key_dim, attention.d
+        convs = [_folded_conv(attention.to_q), _folded_conv(attention.to_k), _folded_conv(attention.to_v)]
+        heads, widths = self.num_heads, (self.key_dim, self.key_dim, self.d)
+        weights = [c.weight.reshape(heads, w, -1) for c, w in zip(convs, widths)]
+        biases = [_bias(c).reshape(heads, w) for c, w in zip(convs, widths)]
+        in_channels = convs[0].in_channels
+        self.qkv = nn.Conv2d(in_channels, heads * sum(widths), 1, bias=True)
+        with torch.no_grad():
+            self.qkv.weight.copy_(torch.cat(weights, dim=1).reshape(-1, in_channels, 1, 1))
+            self.qkv.bias.copy_(torch.cat(biases, dim=1).reshape(-1))
+        self.proj = attention.proj
+        proj = _folded_conv(attention.proj[1])
+        # (C_out, heads * d) -> (heads, d, C_out): out = sum_h relu6(o_h) @ W_h + b
+        self.register_buffer("proj_weight", proj.weight.detach().reshape(proj.out_channels, heads, self.d)
+                             .permute(1, 2, 0).contiguous())
+        self.register_buffer("proj_bias", _bias(proj).detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        n, heads, per_head = h * w, self.num_heads, 2 * self.key_dim + self.d
+        qkv = self.qkv(x).permute(0, 2, 3, 1).reshape(b, n, heads, per_head)      # free in NHWC
+        qkv = qkv.permute(0, 2, 1, 3).reshape(b * heads, n, per_head)              # the one TRANSPOSE
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.d], dim=-1)
+        attn = torch.bmm(q, k.transpose(1, 2)).softmax(dim=-1)                    # BATCH_MATMUL adj_y
+        out = F.relu6(torch.bmm(attn, v)).reshape(b, heads, n, self.d)
+        out = torch.matmul(out, self.proj_weight).sum(dim=1) + self.proj_bias      # (b, n, C): heads merged
+        return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)                        # free in NHWC
+
+
+def _folded_conv(conv_bn: nn.Sequential) -> nn.Conv2d:
+    if not isinstance(conv_bn.bn, nn.Identity):
+        raise ValueError("rewrite_for_nhwc needs a BatchNorm-folded model (call fold_batchnorm first)")
+    return conv_bn.c
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    return conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+
+
+def same_padding_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A stride-2 conv with odd kernel k and padding k//2 as the equal (k+1)-kernel conv (zero last row/col)."""
+    k = conv.kernel_size[0]
+    if (conv.stride != (2, 2) or conv.kernel_size != (k, k) or k % 2 == 0 or conv.padding != (k // 2, k // 2)
+            or conv.dilation != (1, 1)):
+        return conv
+    new = nn.Conv2d(conv.in_channels, conv.out_channels, k + 1, 2, k // 2, groups=conv.groups,
+                    bias=conv.bias is not None)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, :, :k, :k] = conv.weight
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def same_padding_strided_convs(model: nn.Module) -> nn.Module:
+    """Swap, in place, every stride-2 odd-kernel conv for its SAME-padding equivalent; returns ``model``."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2d):
+                setattr(parent, name, same_padding_conv(child))
+    return model
+
+
+def rewrite_for_nhwc(folded: nn.Module, same_padding: bool = False) -> nn.Module:
+    """A copy of a BN-folded model with NHWC-friendly attention (optionally SAME-padding strided convs)."""
+    model = copy.deepcopy(folded).eval()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Attention):
+                setattr(parent, name, NhwcAttention(child))
+    return same_padding_strided_convs(model) if same_padding else model

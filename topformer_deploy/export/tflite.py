@@ -1,0 +1,87 @@
+"""TFLite conversion with litert-torch (NHWC graph boundary, fp32 or fp16 weights) and graph statistics."""
+from __future__ import annotations
+
+import collections
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .offline import offline
+
+PRECISIONS = ("fp32", "fp16")
+
+
+def convert_tflite(module: nn.Module, example_inputs: tuple, path: str | os.PathLike,
+                   precision: str = "fp32", nhwc: bool = True) -> Path:
+    """Convert ``module`` (NCHW tensors in and out) to a ``.tflite`` file at ``path``.
+
+    With ``nhwc=True`` every 4-D input and output is NHWC at the graph boundary: the layout change is
+    folded into the graph by the converter, so no TRANSPOSE remains at the inputs or outputs.
+    ``precision="fp16"`` stores float16 weights (dequantized on load; activations stay float32).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} for TFLite, got {precision!r}")
+    path = Path(path)
+    module = module.eval()
+    example_inputs = tuple(example_inputs)
+    with offline():
+        import litert_torch
+
+        if nhwc:
+            with torch.no_grad():
+                outputs = module(*example_inputs)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            in_4d = [i for i, x in enumerate(example_inputs) if x.ndim == 4]
+            out_4d = [i for i, y in enumerate(outputs) if y.ndim == 4]
+            module = litert_torch.to_channel_last_io(module, args=in_4d, outputs=out_4d).eval()
+            example_inputs = tuple(x.permute(0, 2, 3, 1).contiguous() if x.ndim == 4 else x
+                                   for x in example_inputs)
+        quant_config = None
+        if precision == "fp16":
+            from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
+
+            quant_config = full_fp16_recipe()
+        edge_model = litert_torch.convert(module, example_inputs, quant_config=quant_config)
+        edge_model.export(str(path))
+    return path
+
+
+def _read_model(path: str | os.PathLike):
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema, schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+
+
+def tflite_op_histogram(path: str | os.PathLike) -> dict[str, int]:
+    """Operator name -> count over all subgraphs of a ``.tflite`` file, most frequent first."""
+    schema, model = _read_model(path)
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        codes.append(names.get(builtin, f"OP_{builtin}") if builtin != schema.BuiltinOperator.CUSTOM
+                     else (code.CustomCode() or b"CUSTOM").decode())
+    counts = collections.Counter()
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for o in range(subgraph.OperatorsLength()):
+            counts[codes[subgraph.Operators(o).OpcodeIndex()]] += 1
+    return dict(counts.most_common())
+
+
+def tflite_weight_dtypes(path: str | os.PathLike) -> dict[str, int]:
+    """Element type name -> number of constant tensors (those with data in a buffer)."""
+    schema, model = _read_model(path)
+    names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+    counts = collections.Counter()
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            buffer = model.Buffers(tensor.Buffer())
+            if buffer is not None and (buffer.DataLength() > 0 or buffer.Size() > 0):
+                counts[names.get(tensor.Type(), str(tensor.Type()))] += 1
+    return dict(counts)
