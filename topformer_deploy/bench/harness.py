@@ -1,0 +1,410 @@
+"""The bench harness: put an artifact on a device, time it there under recorded conditions, build the result.
+
+For each bench: take the device lock, record the device and its conditions, refuse a hot or throttled
+start (unless ``allow_hot``), push the runner (or the user's ``benchmark_model`` binary) and the model to a
+fresh temp dir, run it pinned to the chosen cores with ``taskset``, read back its one JSON document,
+record the conditions again, and remove the temp dir - also on error and Ctrl-C.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import TopformerDeployError
+from . import conditions as cond
+from .lock import device_lock
+from .result import COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config, now_iso
+from .transports import DeviceError, Transport
+
+RUNNER = Path(__file__).with_name("device_runner.py")
+FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
+@dataclass
+class BenchOptions:
+    """How to run: the same settings for every engine and transport."""
+
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 50
+    cores: str = "big"            # big | little | all | comma list such as 4,5,6,7
+    cooldown: float = 0.0         # seconds between repeats (and compare rounds)
+    repeat: int = 1
+    max_temp: float | None = 80.0
+    allow_hot: bool = False
+    engine: str = "python"        # python | benchmark_model
+    benchmark_binary: str | None = None
+    python: str | None = None        # interpreter on the device; None: this one for local, python3 elsewhere
+    timeout: float = 900.0        # one runner invocation
+    seed: int = 0
+    input_file: str | None = None     # .npy / .npz pushed to the runner (--input)
+    save_output: str | None = None    # local path: the runner's output of the first repeat is pulled here
+    profile_dir: str | None = None    # local dir: onnxruntime profile pulled here (python engine, ONNX)
+    op_profiling: bool = False        # benchmark_model engine: --enable_op_profiling, rows in runner.benchmark_model.ops
+    lock_timeout: float | None = None
+
+
+Progress = Callable[[str], None]
+
+
+def artifact_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise TopformerDeployError(f"{path}: not a .tflite or .onnx artifact")
+    return fmt
+
+
+def load_manifest(path: Path) -> dict | None:
+    """The export manifest ``<artifact>.json`` beside ``path`` (None when there is none).
+
+    Read directly (not through the export package) so that benching does not import torch.
+    """
+    candidate = path.with_name(path.name + ".json")
+    if not candidate.is_file():
+        return None
+    try:
+        manifest = json.loads(candidate.read_text())
+    except (OSError, ValueError) as exc:
+        raise TopformerDeployError(f"{candidate}: manifest is not readable JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != "topformer-deploy/manifest":
+        raise TopformerDeployError(f"{candidate}: not a topformer-deploy manifest")
+    if manifest.get("artifact") not in (None, path.name):
+        raise TopformerDeployError(f"{candidate} describes {manifest.get('artifact')!r}, not {path.name!r}")
+    return manifest
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _remote_name(path: Path, fallback: str) -> str:
+    return path.name if _SAFE_NAME.fullmatch(path.name) and not path.name.startswith("-") else fallback
+
+
+def _check_options(options: BenchOptions) -> None:
+    if options.runs < 1 or options.warmup < 0 or options.threads < 1 or options.repeat < 1:
+        raise TopformerDeployError("runs, threads and repeat must be >= 1 and warmup >= 0")
+    if options.engine not in ("python", "benchmark_model"):
+        raise TopformerDeployError(f"unknown engine {options.engine!r}: use python or benchmark_model")
+    if options.engine == "benchmark_model":
+        if not options.benchmark_binary:
+            raise TopformerDeployError("--engine benchmark_model needs --benchmark-binary PATH (LiteRT's "
+                                       "benchmark_model built for the device)")
+        if not Path(options.benchmark_binary).is_file():
+            raise TopformerDeployError(f"{options.benchmark_binary}: no such benchmark binary")
+    elif not RUNNER.is_file():
+        raise TopformerDeployError(f"device runner missing from the installation: {RUNNER}")
+    if options.input_file and not Path(options.input_file).is_file():
+        raise TopformerDeployError(f"{options.input_file}: no such input file")
+
+
+class _Session:
+    """One device, locked, with a temp dir: runs the engine there as often as asked."""
+
+    def __init__(self, transport: Transport, options: BenchOptions, tmp: str, progress: Progress):
+        self.t, self.o, self.tmp, self.say = transport, options, tmp, progress
+        self.pin: list[str] = []
+        self.remote_input = None
+        self.python = options.python or (sys.executable if transport.kind == "local" else "python3")
+        if options.engine == "python":
+            self.t.push(RUNNER, f"{tmp}/device_runner.py")
+        else:
+            self.t.push(Path(options.benchmark_binary), f"{tmp}/benchmark_model")
+            self.t.run(["chmod", "755", f"{tmp}/benchmark_model"], timeout=30)
+        if options.input_file:
+            suffix = Path(options.input_file).suffix or ".npy"
+            self.remote_input = f"{tmp}/input{suffix}"
+            self.t.push(Path(options.input_file), self.remote_input)
+
+    def set_cores(self, cores: list[int] | None, has_taskset: bool) -> str | None:
+        """Pin later runs to ``cores`` with taskset (hex mask: util-linux and Android toybox both take it)."""
+        self.pin = []
+        if not cores:
+            return None
+        if not has_taskset:
+            self.say(f"taskset not found on {self.t.name}: running unpinned")
+            return None
+        self.pin = ["taskset", format(sum(1 << c for c in cores), "x")]
+        return "taskset"
+
+    def push_model(self, path: Path, index: int) -> str:
+        """Push ``path`` as ``<index>-<name>`` (two builds of the same name can be compared)."""
+        remote = f"{self.tmp}/{index}-{_remote_name(path, f'model{path.suffix.lower()}')}"
+        self.t.push(path, remote)
+        return remote
+
+    def run_once(self, remote_model: str, save_output: bool) -> dict:
+        if self.o.engine == "python":
+            return self._run_python(remote_model, save_output)
+        return self._run_benchmark_model(remote_model)
+
+    def _run_python(self, remote_model: str, save_output: bool) -> dict:
+        o = self.o
+        # TMPDIR: whatever the runtime writes there (onnxruntime's .ses file) goes with the temp dir
+        argv = ["env", f"TMPDIR={self.tmp}", *self.pin, self.python, f"{self.tmp}/device_runner.py",
+                "--model", remote_model, "--threads", str(o.threads), "--warmup", str(o.warmup),
+                "--runs", str(o.runs), "--seed", str(o.seed)]
+        if self.remote_input:
+            argv += ["--input", self.remote_input]
+        if save_output:
+            argv += ["--save-output", f"{self.tmp}/output.npy"]
+        if o.profile_dir and remote_model.endswith(".onnx"):
+            argv += ["--profile", f"{self.tmp}/profile"]
+        result = self.t.run(argv, timeout=o.timeout, check=False)
+        doc = _runner_json(result.stdout)
+        if doc is None:
+            detail = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
+            if result.returncode == 127 or "not found" in detail:
+                raise DeviceError(f"{self.t.name}: cannot start {self.python!r} ({detail.strip()}): install Python 3 "
+                                  "with numpy and ai-edge-litert or onnxruntime, pass --python PATH, or use "
+                                  "--engine benchmark_model")
+            raise DeviceError(f"{self.t.name}: the runner gave no result (exit {result.returncode}): {detail.strip()}")
+        if not doc.get("ok"):
+            kind, error = doc.get("error_kind", "runtime_error"), doc.get("error", "unknown error")
+            if kind == "no_runtime":
+                raise DeviceError(f"{self.t.name}: no usable runtime for this model: {error}")
+            if kind in ("bad_model", "bad_input"):
+                raise TopformerDeployError(f"{self.t.name}: {error}")
+            raise DeviceError(f"{self.t.name}: the runner failed: {error}")
+        return doc
+
+    def _run_benchmark_model(self, remote_model: str) -> dict:
+        from .benchmark_model import benchmark_model_argv, parse_benchmark_model
+
+        o = self.o
+        argv = benchmark_model_argv(f"{self.tmp}/benchmark_model", remote_model, o.threads, o.warmup, o.runs,
+                                    op_profiling=o.op_profiling)
+        result = self.t.run(["env", f"TMPDIR={self.tmp}", *self.pin, *argv], timeout=o.timeout, check=False)
+        parsed = parse_benchmark_model(result.stdout + "\n" + result.stderr)
+        latencies = _benchmark_model_latencies(parsed)
+        if parsed.get("error") or not latencies:
+            detail = parsed.get("error") or (result.stderr.strip().splitlines() or ["no timings in its output"])[-1]
+            raise DeviceError(f"{self.t.name}: benchmark_model failed (exit {result.returncode}): {detail}")
+        return {"runner_version": None, "ok": True, "runtime": {"name": "benchmark_model",
+                                                               "version": parsed.get("version") or "unknown"},
+                "threads": o.threads, "warmup": o.warmup, "runs": o.runs, "latencies_ms": latencies,
+                "load_ms": parsed.get("init_ms"), "first_ms": parsed.get("first_inference_ms"),
+                "benchmark_model": {k: v for k, v in parsed.items()
+                                    if o.op_profiling or k not in ("ops", "ops_by_type", "op_profile")},
+                "model": {"path": remote_model, "format": "tflite"}}
+
+
+def _benchmark_model_latencies(parsed: dict) -> list[float]:
+    """benchmark_model prints no per-run times, only a summary: one sample (its median, else its mean)
+    per invocation. Use --repeat N to get N samples for the gate."""
+    runs = parsed.get("inference") or {}
+    value = runs.get("median_ms", runs.get("avg_ms")) if isinstance(runs, dict) else None
+    value = value if value is not None else parsed.get("inference_avg_ms")
+    return [float(value)] if value is not None else []
+
+
+def _runner_json(stdout: str) -> dict | None:
+    """The runner's one JSON document (tolerating noise lines a device shell may add around it)."""
+    text = stdout.strip()
+    for candidate in (text, *reversed([ln for ln in text.splitlines() if ln.lstrip().startswith("{")])):
+        try:
+            doc = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "ok" in doc:
+            return doc
+    return None
+
+
+def device_summary(transport: Transport, snapshot: dict) -> dict:
+    """The result's ``device`` block: what the device is, with a stable id (adb serial, else hostname)."""
+    if transport.kind == "adb":
+        device_id = getattr(transport, "serial", None) or snapshot.get("serial")
+    else:
+        device_id = snapshot.get("hostname") or snapshot.get("serial") or transport.name
+    return {"transport": transport.kind, "target": transport.name, "id": device_id,
+            "model": snapshot.get("model"), "soc": snapshot.get("soc"), "arch": snapshot.get("arch"),
+            "os": snapshot.get("os"), "hostname": snapshot.get("hostname"), "cpus": snapshot.get("cpus") or []}
+
+
+def _check_start(snapshot: dict, options: BenchOptions, name: str) -> list[str]:
+    """Reasons the device is hot/throttled at the start (empty if fine); raise unless ``allow_hot``."""
+    reasons = cond.thermal_verdict(snapshot, options.max_temp)["reasons"]
+    if reasons and not options.allow_hot:
+        raise DeviceError(f"{name}: {'; '.join(reasons)}; let it cool down (or pass --allow-hot to run "
+                          "anyway, flagged)")
+    return reasons
+
+
+def _conditions(before: dict, after: dict, cores, pinned_with, options: BenchOptions, hot_start: list) -> dict:
+    hot_after = cond.thermal_verdict(after, options.max_temp)["reasons"] if after else []
+    last = after or before
+    return {"cores": cores, "pinned_with": pinned_with,
+            "temp_before_c": before.get("temp_c"), "temp_after_c": after.get("temp_c") if after else None,
+            "throttled": last.get("throttled"), "throttled_flags": last.get("throttled_flags") or [],
+            "throttled_before": before.get("throttled"),
+            "loadavg": before.get("loadavg"), "cooldown_s": options.cooldown, "repeat": options.repeat,
+            "max_temp_c": options.max_temp, "hot": bool(hot_start or hot_after),
+            "hot_reasons": [*hot_start, *hot_after], "allow_hot": options.allow_hot,
+            "thermal_zones_before": before.get("thermal_zones") or {},
+            "thermal_zones_after": (after or {}).get("thermal_zones") or {},
+            "cpus_after": [{k: c.get(k) for k in ("cpu", "cur_khz", "governor")}
+                           for c in (after or {}).get("cpus", [])],
+            "notes": before.get("notes") or []}
+
+
+def _model_entry(path: Path, manifest: dict | None) -> dict:
+    return {"path": str(path.resolve()), "sha256": _sha256(path), "manifest": manifest}
+
+
+def _runner_summary(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k != "latencies_ms"}
+
+
+def _result(path, manifest, fmt, options, device, before, after, cores, pinned, hot, runs: list[dict],
+            partial: bool) -> dict:
+    latencies = [x for r in runs for x in r["latencies_ms"]]
+    first = runs[0]
+    config = make_config(manifest, fmt, options.threads, options.engine, (first.get("model") or {}).get("inputs"))
+    repeats = [{"runs": len(r["latencies_ms"]), "load_ms": r.get("load_ms"), "first_ms": r.get("first_ms"),
+                "p50": sorted(r["latencies_ms"])[len(r["latencies_ms"]) // 2]} for r in runs]
+    return build_result(config=config, device=device, runtime=first.get("runtime") or {},
+                        conditions=_conditions(before, after, cores, pinned, options, hot),
+                        warmup=options.warmup, runs=len(latencies), latencies_ms=latencies,
+                        load_ms=first.get("load_ms"), first_ms=first.get("first_ms"),
+                        model=_model_entry(path, manifest), runner=_runner_summary(first),
+                        repeats=repeats, partial=partial)
+
+
+def run_bench(model: str | Path, transport: Transport, options: BenchOptions | None = None,
+              progress: Progress | None = None, on_partial: Callable[[dict], None] | None = None) -> dict:
+    """Time one artifact on ``transport``; return the bench result document (see contracts).
+
+    ``on_partial(doc)`` is called after every repeat with the result so far (``partial: true``) so a
+    caller can save it before an interruption.
+    """
+    partial_cb = (lambda docs: on_partial(docs[0])) if on_partial else None
+    return _bench([Path(model)], transport, options or BenchOptions(), progress, partial_cb)[0]
+
+
+def run_compare(model_a: str | Path, model_b: str | Path, transport: Transport,
+                options: BenchOptions | None = None, rounds: int = 10, progress: Progress | None = None,
+                on_partial: Callable[[dict], None] | None = None) -> dict:
+    """Interleaved A/B: ``rounds`` rounds, each runs A then B (alternating which goes first) for
+    ``options.runs`` runs; drift and heat hit both alike. Returns ``{"schema": bench-compare, "a", "b"}``."""
+    options = options or BenchOptions()
+
+    def wrap(docs, partial):
+        return {"schema": COMPARE_SCHEMA, "schema_version": SCHEMA_VERSION, "created": now_iso(),
+                "interleave": {"rounds": rounds, "runs_per_round": options.runs, "order": "ABBA"},
+                "partial": partial, "a": docs[0], "b": docs[1]}
+
+    partial_cb = (lambda docs: on_partial(wrap(docs, True))) if on_partial else None
+    docs = _bench([Path(model_a), Path(model_b)], transport, options, progress, partial_cb, rounds=rounds)
+    return wrap(docs, False)
+
+
+def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progress: Progress | None,
+           on_partial, rounds: int | None = None) -> list[dict]:
+    say = progress or (lambda msg: None)
+    _check_options(options)
+    for p in paths:
+        if not p.is_file():
+            raise TopformerDeployError(f"{p}: no such model file")
+    formats = [artifact_format(p) for p in paths]
+    if options.engine == "benchmark_model" and any(f != "tflite" for f in formats):
+        raise TopformerDeployError("--engine benchmark_model runs .tflite artifacts only")
+    manifests = [load_manifest(p) for p in paths]
+    with device_lock(transport.name, options.lock_timeout,
+                     on_wait=lambda who: say(f"waiting for {transport.name}: another bench holds it ({who})")):
+        say(f"reading the conditions on {transport.name}")
+        before = cond.collect_conditions(transport)
+        cores = cond.select_cores(before, options.cores)
+        device = device_summary(transport, before)
+        hot = _check_start(before, options, transport.name)
+        runs: list[list[dict]] = [[] for _ in paths]
+        total = rounds or options.repeat
+        with transport.temp_dir() as tmp:
+            session = _Session(transport, options, tmp, say)
+            pinned = session.set_cores(cores, bool(before.get("taskset")))
+            say(f"pushing {len(paths)} model(s) to {transport.name}")
+            remote = [session.push_model(p, i) for i, p in enumerate(paths)]
+            for step in range(total):
+                if step and options.cooldown > 0:
+                    say(f"cooling down {options.cooldown:g} s")
+                    time.sleep(options.cooldown)
+                order = range(len(paths)) if step % 2 == 0 else reversed(range(len(paths)))
+                for i in order:
+                    say(f"{'round' if rounds else 'run'} {step + 1}/{total}: {paths[i].name} "
+                        f"({options.warmup} warmup + {options.runs} runs)")
+                    first = not runs[i]
+                    runs[i].append(session.run_once(remote[i], first and bool(options.save_output)))
+                    if first:
+                        _pull_extras(transport, tmp, runs[i][-1], options)
+                if on_partial and step + 1 < total:
+                    on_partial([_result(p, m, f, options, device, before, {}, cores, pinned, hot, r, True)
+                                for p, m, f, r in zip(paths, manifests, formats, runs)])
+        after = cond.collect_conditions(transport)
+    return [_result(p, m, f, options, device, before, after, cores, pinned, hot, r, False)
+            for p, m, f, r in zip(paths, manifests, formats, runs)]
+
+
+def _pull_extras(transport: Transport, tmp: str, doc: dict, options: BenchOptions) -> None:
+    """Bring back what the first run wrote on the device: the output array and the ORT profile."""
+    if options.save_output and doc.get("outputs_saved"):
+        transport.pull(f"{tmp}/output.npy", Path(options.save_output))
+        doc["outputs_saved"] = str(options.save_output)
+    profile = doc.get("profile") or {}
+    if options.profile_dir and profile.get("file"):
+        local = Path(options.profile_dir)
+        local.mkdir(parents=True, exist_ok=True)
+        target = local / Path(profile["file"]).name
+        transport.pull(profile["file"], target)
+        profile["local_file"] = str(target)
+
+
+def artifact_cache() -> Path:
+    import os
+
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "topformer-deploy" / "artifacts"
+
+
+def resolve_model(spec: str, fmt: str = "tflite", input_size: tuple[int, int] = (512, 512),
+                  progress: Progress | None = None) -> Path:
+    """An artifact path as given, or a variant name (tiny/small/base) exported on the fly.
+
+    Variants get random-but-live weights (latency does not depend on the weights' values) and are
+    cached under ``~/.cache/topformer-deploy/artifacts`` so the next bench reuses them.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if path.suffix or len(path.parts) > 1:
+        raise TopformerDeployError(f"{spec}: no such model file")
+    from ..model import VARIANTS  # imports torch: only when the spec may be a variant name
+
+    variant = spec.lower()
+    if variant not in VARIANTS:
+        raise TopformerDeployError(f"{spec}: no such model file (nor a variant: {', '.join(sorted(VARIANTS))})")
+    h, w = input_size
+    out_dir = artifact_cache()
+    cached = out_dir / f"topformer_{variant}_{h}x{w}_fp32_logits.{fmt}"
+    if cached.is_file() and load_manifest(cached) is not None:
+        return cached
+    try:
+        from ..export import export_model, random_live_model
+    except ImportError as exc:
+        raise TopformerDeployError(f"cannot export {variant} on the fly ({exc}); pass an artifact path") from None
+    (progress or (lambda m: None))(f"exporting {variant} {h}x{w} to {fmt} (random weights, cached in {out_dir})")
+    # verify=False: random weights time exactly like trained ones, and `export` is where accuracy is checked
+    result = export_model(random_live_model(variant), fmt, out_dir, input_size=(h, w), precision="fp32",
+                          output="logits", weights="random", verify=False)
+    return Path(result.path)

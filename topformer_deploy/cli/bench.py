@@ -1,0 +1,156 @@
+"""``topformer-deploy bench``: latency of an artifact on this machine, an ssh host or an adb device."""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import click
+
+from .options import INPUT_SIZE, echo_json
+
+CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with the highest cpufreq maximum)."
+
+
+@click.command()
+@click.option("--model", "model", metavar="ARTIFACT|VARIANT",
+              help="A .tflite/.onnx artifact (its manifest beside it), or tiny/small/base to export on the fly.")
+@click.option("--compare", nargs=2, metavar="A B", default=None,
+              help="Interleaved A/B: alternate two artifacts round by round on the same device.")
+@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True,
+              help="With --compare: rounds of --runs runs each per artifact.")
+@click.option("--device", default="local", show_default=True, metavar="SPEC",
+              help="local | adb[:SERIAL] | ssh:USER@HOST[:PORT] (uses your ~/.ssh/config and keys).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--cores", default="big", show_default=True, help=CORES_HELP)
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run the runner this many times (samples are pooled), with --cooldown between.")
+@click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
+              help="Wait between repeated runs / compare rounds.")
+@click.option("--max-temp", type=float, default=80.0, show_default=True, metavar="CELSIUS",
+              help="Refuse to start above this temperature (or when throttled).")
+@click.option("--allow-hot", is_flag=True, help="Run anyway on a hot/throttled device; the result is flagged.")
+@click.option("--engine", type=click.Choice(["python", "benchmark_model"]), default="python", show_default=True,
+              help="python: the single-file runner (needs Python + numpy + a runtime on the device); "
+                   "benchmark_model: LiteRT's native binary (Android); it prints only a summary, so each "
+                   "invocation gives one sample (its median): use --repeat N.")
+@click.option("--benchmark-binary", type=click.Path(dir_okay=False), help="LiteRT benchmark_model for the device.")
+@click.option("--op-profiling", is_flag=True,
+              help="benchmark_model engine: per-operator profile (runner.benchmark_model.ops in the JSON).")
+@click.option("--adb", "adb_path", metavar="PATH", help="adb executable (default: $ADB or adb on PATH).")
+@click.option("--ssh-config", type=click.Path(dir_okay=False), default=None,
+              help="ssh_config file for ssh devices (default: yours; env TOPFORMER_DEPLOY_SSH_CONFIG).")
+@click.option("--python", "python", default=None,
+              help="Python interpreter on the device for the python engine (default: python3; for local, "
+                   "the interpreter running this tool).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True, metavar="SECONDS",
+              help="Limit for one runner invocation on the device.")
+@click.option("--format", "fmt", type=click.Choice(["tflite", "onnx"]), default="tflite", show_default=True,
+              help="With a variant name: the format to export.")
+@click.option("--input-size", type=INPUT_SIZE, default="512", show_default=True,
+              help="With a variant name: 512 or HxW.")
+@click.option("--input", "input_file", type=click.Path(dir_okay=False), default=None,
+              help="Feed this .npy (.npz by input name) instead of random inputs.")
+@click.option("--save-output", type=click.Path(dir_okay=False), default=None,
+              help="Pull the model's output (of the first repeat) from the device into this .npy.")
+@click.option("--profile-dir", type=click.Path(file_okay=False), default=None,
+              help="ONNX + python engine: pull onnxruntime's per-operator profile into this directory.")
+@click.option("--json", "json_out", metavar="OUT", default=None,
+              help="Write the result document to OUT ('-' prints it on stdout instead of the table).")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="Gate the result against this baseline (exit 1 regression, 2 inconclusive).")
+@click.option("--save-baseline", type=click.Path(dir_okay=False), default=None,
+              help="Merge the result into this baseline file (per configuration).")
+@click.option("--max-slowdown", default="5%", show_default=True, help="With --baseline / --compare.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+              show_default=True, help="With --baseline / --compare: significance level.")
+def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, cooldown, max_temp, allow_hot,
+          engine, benchmark_binary, op_profiling, adb_path, ssh_config, python, timeout, fmt, input_size, input_file,
+          save_output, profile_dir, json_out, baseline, save_baseline, max_slowdown, alpha):
+    """Measure an artifact's latency on the device, under recorded conditions.
+
+    The device is locked for the duration (a second bench on it waits), the conditions (CPU
+    frequencies, governor, temperature, throttling, load) are recorded before and after, the runs
+    are pinned to the chosen cores, and nothing is left on the device afterwards.
+
+    \b
+    Examples:
+      topformer-deploy bench --model artifacts/topformer_tiny_512x512_fp32_logits.tflite
+      topformer-deploy bench --model tiny --device ssh:pi@raspberrypi --json tiny.json
+      topformer-deploy bench --model m.tflite --device adb --engine benchmark_model --benchmark-binary ./benchmark_model
+      topformer-deploy bench --compare old.tflite new.tflite --device ssh:pi@raspberrypi --runs 10 --rounds 10
+    """
+    from rich.console import Console
+
+    from ..bench.harness import BenchOptions, resolve_model, run_bench, run_compare
+    from ..bench.result import result_table, write_json
+    from ..bench.transports import open_transport
+    from ..errors import TopformerDeployError
+
+    if bool(model) == bool(compare):
+        raise TopformerDeployError("give either --model ARTIFACT|VARIANT or --compare A B")
+    if compare and (baseline or save_baseline):
+        raise TopformerDeployError("--baseline / --save-baseline work with --model, not --compare")
+    threshold = _slowdown(max_slowdown) if (baseline or compare) else None
+    to_stdout = json_out == "-"
+    err = Console(stderr=True)
+    options = BenchOptions(threads=threads, warmup=warmup, runs=runs, cores=cores, cooldown=cooldown,
+                           repeat=repeat, max_temp=max_temp, allow_hot=allow_hot, engine=engine,
+                           benchmark_binary=benchmark_binary, op_profiling=op_profiling, python=python,
+                           timeout=timeout,
+                           input_file=input_file, save_output=save_output, profile_dir=profile_dir)
+    save_partial = (lambda doc: write_json(json_out, doc)) if json_out and not to_stdout else None
+    with _status(err) as say:
+        paths = [resolve_model(m, fmt, input_size, say) for m in (compare or [model])]
+        transport = open_transport(device, adb_path=adb_path, ssh_config=ssh_config)
+        try:
+            if compare:
+                doc = run_compare(paths[0], paths[1], transport, options, rounds, say, save_partial)
+            else:
+                doc = run_bench(paths[0], transport, options, say, save_partial)
+        finally:
+            transport.close()
+    if json_out and not to_stdout:
+        write_json(json_out, doc)
+    if to_stdout:
+        echo_json(doc)
+    else:
+        Console().print(result_table(doc))
+    if doc.get("conditions", {}).get("hot") or any(d.get("conditions", {}).get("hot") for d in
+                                                   (doc.get("a") or {}, doc.get("b") or {})):
+        err.print("[yellow]warning: the device was hot or throttled; the result is flagged (conditions.hot)[/]")
+    code = 0
+    if save_baseline:
+        from ..bench.baseline import save_baseline as save
+
+        save(doc, save_baseline, allow_hot=allow_hot)
+        err.print(f"baseline {doc['config_key']} saved in {save_baseline}")
+    if baseline or compare:
+        from ..bench.baseline import load_result_or_baseline
+        from ..bench.gate import gate_results
+
+        base, cand = (doc["a"], doc["b"]) if compare else (load_result_or_baseline(baseline), doc)
+        report = gate_results(base, cand, max_slowdown=threshold, alpha=alpha)
+        Console(stderr=to_stdout).print(report.table())
+        code = report.exit_code if baseline else 0
+    sys.exit(code)
+
+
+def _slowdown(text: str) -> float:
+    from ..bench.gate import parse_slowdown
+    from ..errors import TopformerDeployError
+
+    try:
+        return parse_slowdown(text)
+    except ValueError as exc:
+        raise TopformerDeployError(f"--max-slowdown: {exc}") from None
+
+
+@contextlib.contextmanager
+def _status(console):
+    """A spinner on stderr whose text follows the harness's progress messages."""
+    with console.status("starting") as status:
+        def say(message: str) -> None:
+            status.update(message)
+        yield say
