@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats as _st
 
 
 def summarize(latencies_ms) -> dict[str, float]:
@@ -54,6 +53,8 @@ def mann_whitney_p(base_ms, cand_ms) -> float:
     base, cand = np.asarray(base_ms, float), np.asarray(cand_ms, float)
     if np.ptp(np.concatenate([base, cand])) == 0:
         return 1.0                       # all values equal: no evidence of any difference
+    from scipy import stats as _st  # scipy is slow to import; only the gate needs it
+
     return float(_st.mannwhitneyu(cand, base, alternative="two-sided").pvalue)
 
 
@@ -69,6 +70,8 @@ def change_ci(base_ms, cand_ms, confidence: float = 0.99) -> tuple[float, float,
     m, n = lb.size, lc.size
     diffs = np.subtract.outer(lc, lb).ravel()
     total = diffs.size
+    from scipy import stats as _st
+
     z = _st.norm.ppf(0.5 + confidence / 2)
     k = math.floor(m * n / 2 - z * math.sqrt(m * n * (m + n + 1) / 12))
     mid = (total - 1) // 2, total // 2
@@ -84,6 +87,8 @@ def robust_cv(latencies_ms) -> float:
     """Scaled median absolute deviation over the median: a CV that a few outliers do not inflate."""
     x = np.asarray(latencies_ms, float)
     med = float(np.median(x))
+    from scipy import stats as _st
+
     return float(_st.median_abs_deviation(x, scale="normal") / med) if med > 0 else 0.0
 
 

@@ -131,7 +131,7 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
         from ..bench.gate import gate_results
 
         base, cand = (doc["a"], doc["b"]) if compare else (load_result_or_baseline(baseline), doc)
-        report = gate_results(base, cand, max_slowdown=threshold, alpha=alpha)
+        report = gate_results(base, cand, max_slowdown=threshold, alpha=alpha, cross_config=bool(compare))
         Console(stderr=to_stdout).print(report.table())
         code = report.exit_code if baseline else 0
     sys.exit(code)

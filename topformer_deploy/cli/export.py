@@ -5,7 +5,8 @@ import click
 
 from .options import INPUT_SIZE, VARIANT, echo_json
 
-_STEPS = {"load": "Loading the model", "fold": "Folding BatchNorm", "convert": "Converting",
+_STEPS = {"load": "Loading the model", "calibrate": "Calibrating", "fold": "Folding BatchNorm",
+          "convert": "Converting", "quantize": "Quantizing",
           "verify": "Verifying against PyTorch", "write": "Writing artifact and manifest"}
 
 
@@ -18,8 +19,15 @@ _STEPS = {"load": "Loading the model", "fold": "Folding BatchNorm", "convert": "
               help="Official-layout checkpoint. Without it the weights are random (fine for latency work).")
 @click.option("--input-size", type=INPUT_SIZE, default="512", show_default=True,
               help="512 or HxW; multiples of 64 (others are refused with the nearest exportable sizes).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="fp16 stores float16 weights (TFLite only).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="fp16 stores float16 weights (TFLite only); int8 is full-integer with calibration.")
+@click.option("--calib", default="synthetic", show_default=True, metavar="DIR|synthetic",
+              help="int8: folder of calibration images (jpg/png, any size) or 'synthetic'.")
+@click.option("--calib-count", type=click.IntRange(min=1), default=32, show_default=True,
+              help="int8: number of calibration images.")
+@click.option("--keep-float", type=click.Choice(["tpm", "sase", "sim", "head"]), multiple=True,
+              help="int8: keep this stage in float (repeatable): mixed precision.")
+@click.option("--int8-io", is_flag=True, help="int8: int8 tensors at the graph boundary (default float I/O).")
 @click.option("--output", type=click.Choice(["logits", "argmax", "argmax-full"]), default="logits",
               show_default=True,
               help="logits at 1/8 (what the paper timed), argmax class map at 1/8, or argmax-full at input size.")
@@ -28,23 +36,29 @@ _STEPS = {"load": "Loading the model", "fold": "Folding BatchNorm", "convert": "
               help="Output directory.")
 @click.option("--no-verify", is_flag=True, help="Skip the numerical check against PyTorch (not recommended).")
 @click.option("--json", "as_json", is_flag=True, help="No progress display; print the manifest(s) as JSON.")
-def export(variant, target, checkpoint, input_size, precision, output, opset, out_dir, no_verify, as_json):
+def export(variant, target, checkpoint, input_size, precision, calib, calib_count, keep_float, int8_io, output,
+           opset, out_dir, no_verify, as_json):
     """Export TopFormer to ONNX and/or TFLite, verified against PyTorch, with a manifest beside each artifact.
 
     Writes <out>/topformer_<variant>_<H>x<W>_<precision>_<output>.<onnx|tflite> and <artifact>.json.
     An artifact is written only after it passed verification (fp32: relative L2 error <= 1e-4 and argmax
-    agreement >= 99.9%; fp16: agreement >= 99%). With --json, prints the manifest (a list with --to all).
+    agreement >= 99.9%; fp16: agreement >= 99%; int8: agreement >= 90% with a checkpoint). With --json,
+    prints the manifest (a list with --to all).
 
     Exit codes: 0 ok, 2 bad input or conversion error, 4 verification failed (nothing written).
     """
     from ..errors import TopformerDeployError
     from ..export import export_model, random_live_model
+    from ..export.calibration import load_calibration_images
     from ..export.prepare import check_export_size
+    from ..export.quantize import export_int8
     from ..model import load_checkpoint
 
     formats = ["onnx", "tflite"] if target == "all" else [target]
-    if precision != "fp32" and "onnx" in formats:
-        raise TopformerDeployError(f"ONNX export is fp32 only; use --to tflite for {precision}")
+    if precision == "fp16" and "onnx" in formats:
+        raise TopformerDeployError("ONNX export is fp32 or int8; use --to tflite for fp16")
+    if precision != "int8" and (keep_float or int8_io):
+        raise TopformerDeployError("--keep-float and --int8-io apply to --precision int8 only")
     if checkpoint is None and variant is None:
         raise TopformerDeployError("give --variant (tiny, small, base) or --checkpoint")
     check_export_size(*input_size)
@@ -59,8 +73,20 @@ def export(variant, target, checkpoint, input_size, precision, output, opset, ou
                        "(every branch live; fine for latency, meaningless predictions)", err=True)
             model = random_live_model(variant)
             weights = "random"
+        calibration = None
+        if precision == "int8":
+            step("calibrate")
+            calibration = load_calibration_images(
+                calib, calib_count, input_size,
+                on_skip=lambda path, why: click.echo(f"warning: skipping {path}: {why}", err=True))
         results = []
         for fmt in formats:
+            if precision == "int8":
+                results.append(export_int8(model, fmt, out_dir, input_size=input_size, calibration=calibration,
+                                           calibration_source=calib, output=output, keep_float=keep_float,
+                                           int8_io=int8_io, verify=not no_verify, checkpoint=checkpoint,
+                                           weights=weights, progress=lambda name, fmt=fmt: step(name, fmt)))
+                continue
             results.append(export_model(model, fmt, out_dir, input_size=input_size, precision=precision,
                                         output=output, opset=opset, verify=not no_verify,
                                         checkpoint=checkpoint, weights=weights,
@@ -93,7 +119,7 @@ class _progress:
 
     def step(self, name: str, fmt: str | None = None) -> None:
         if self._status is not None:
-            label = _STEPS.get(name, name) + (f" ({fmt})" if fmt and name in ("convert", "verify") else "")
+            label = _STEPS.get(name, name) + (f" ({fmt})" if fmt and name in ("convert", "quantize", "verify") else "")
             self._status.update(f"{label}...")
 
     def __exit__(self, *exc):
