@@ -133,12 +133,12 @@ def _print_summary(results) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Exported")
+    table = Table(title=f"Exported to {results[0].path.parent}")
     for col in ("artifact", "size", "ops", "transpose", "reshape", "pad", "max abs err", "rel L2 err", "argmax agree"):
         table.add_column(col, justify="left" if col == "artifact" else "right")
     for r in results:
         m, v = r.manifest, r.manifest["verification"] or {}
-        table.add_row(str(r.path), f"{m['size_bytes'] / 1e6:.2f} MB", str(sum(m["op_histogram"].values())),
+        table.add_row(r.path.name, f"{m['size_bytes'] / 1e6:.2f} MB", str(sum(m["op_histogram"].values())),
                       str(m["transpose_count"]), str(m["reshape_count"]), str(m["pad_count"]),
                       _fmt(v.get("max_abs_error"), ".2e"), _fmt(v.get("rel_l2_error"), ".2e"),
                       _fmt(v.get("argmax_agreement"), ".4%"))

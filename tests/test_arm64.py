@@ -1,0 +1,194 @@
+"""The emulated arm64 board (Debian bookworm under qemu-user, a real sshd on loopback) as a bench target.
+
+`topformer-deploy bench --device ssh:root@127.0.0.1:PORT --engine python` runs a TFLite fp32, a TFLite
+int8 and an ONNX artifact (64x64) on aarch64; the result must record an aarch64 device and the output
+pulled back from the board must equal the one the same runner gives on this x86 host.
+
+Needs Linux + root + binfmt_misc; skipped with the reason elsewhere, but under CI=true it fails instead.
+The first run builds the rootfs (~4 min, cached under ~/.cache/topformer-deploy/arm64-bookworm).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from topformer_deploy.cli import main
+from topformer_deploy.bench import device_runner
+from topformer_deploy.testing import arm64_board, arm64_rootfs
+from topformer_deploy.testing.arm64_board import BoardError
+
+SIZE = (64, 64)
+NUM_CLASSES = 8
+RUNTIMES = {"tflite": "ai_edge_litert", "onnx": "onnxruntime"}
+TOLERANCE = 1e-5      # float outputs: max |arm - x86| relative to max |x86|
+INT8_MEAN_STEPS = 6   # int8 outputs: mean difference in quantization steps (observed 1.6-2.8)
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but the arm64 board cannot run here: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def board():
+    """A running board: reuses one started by scripts/arm64-board.sh, else starts (and later stops) its own."""
+    problem = arm64_board.host_problem()
+    if problem:
+        _unavailable(problem)
+    try:
+        arm64_board.prepare_host(install=True)
+    except BoardError as exc:
+        _unavailable(str(exc))
+    arm64_board.build()
+    existing = arm64_board.running()
+    board = existing or arm64_board.start()
+    yield board
+    if existing is None:
+        arm64_board.stop()
+        root = Path(arm64_board.built()["root"])
+        assert arm64_rootfs._mounts_under(root) == [], "mounts left under the rootfs"
+        assert arm64_rootfs._pids_in(root) == [], "processes left in the chroot"
+        assert arm64_board.running() is None
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> dict[str, Path]:
+    """Random-weight Tiny (8 classes) at 64x64: TFLite fp32, TFLite int8, ONNX fp32, each with a manifest."""
+    from topformer_deploy.export.pipeline import PRECISIONS, export_model
+    from topformer_deploy.model import build_model
+
+    import torch
+
+    out = tmp_path_factory.mktemp("arm64-artifacts")
+    torch.manual_seed(0)                      # the same weights every run: the int8 figures are repeatable
+    model = build_model("tiny", num_classes=NUM_CLASSES)
+    made = {}
+    for key, fmt, precision in (("tflite-fp32", "tflite", "fp32"), ("onnx-fp32", "onnx", "fp32")):
+        made[key] = export_model(model, fmt, out, input_size=SIZE, precision=precision, weights="random",
+                                 verify=False).path
+    if "int8" in PRECISIONS.get("tflite", ()):
+        made["tflite-int8"] = export_model(model, "tflite", out, input_size=SIZE, precision="int8",
+                                           weights="random", verify=False).path
+    else:   # the exporter has no int8 yet: static int8 with ai-edge-quantizer (a litert-torch dependency)
+        made["tflite-int8"] = _quantize_int8(made["tflite-fp32"])
+    return made
+
+
+def _quantize_int8(fp32: Path) -> Path:
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    from topformer_deploy.export.manifest import sha256_file
+
+    signatures = Interpreter(str(fp32)).get_signature_list()
+    key = next(iter(signatures))
+    name = signatures[key]["inputs"][0]
+    rng = np.random.default_rng(0)
+    calibration = {key: [{name: rng.uniform(0, 255, (1, *SIZE, 3)).astype(np.float32)} for _ in range(4)]}
+    q = quantizer.Quantizer(str(fp32))
+    q.load_quantization_recipe(recipe.static_wi8_ai8())
+    target = fp32.with_name(fp32.name.replace("_fp32_", "_int8_"))
+    q.quantize(q.calibrate(calibration)).export_model(str(target), overwrite=True)
+    manifest = json.loads(fp32.with_name(fp32.name + ".json").read_text())
+    manifest.update(artifact=target.name, precision="int8", verification=None,
+                    size_bytes=target.stat().st_size, sha256=sha256_file(target))
+    manifest["input"] = {**manifest["input"], "dtype": "int8"}       # static_wi8_ai8 makes int8 I/O
+    manifest["inputs"] = [{**entry, "dtype": "int8"} for entry in manifest.get("inputs", [])]
+    manifest["output"] = {**manifest["output"], "dtype": "int8"}
+    target.with_name(target.name + ".json").write_text(json.dumps(manifest, indent=2))
+    return target
+
+
+def _bench(*args: str) -> dict:
+    """Run ``topformer-deploy bench ... --json OUT`` and return the result document."""
+    result = CliRunner().invoke(main, ["bench", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = args[args.index("--json") + 1]
+    return json.loads(Path(out).read_text())
+
+
+def test_board_is_an_aarch64_debian_with_the_runtimes(board):
+    probe = ("import json, platform, numpy, onnxruntime; from ai_edge_litert.interpreter import Interpreter; "
+             "print(json.dumps([platform.machine(), platform.python_version(), numpy.__version__, "
+             "onnxruntime.__version__]))")
+    res = subprocess.run(board.ssh_argv([board.python, "-c", probe]), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    machine, python, numpy_version, ort_version = json.loads(res.stdout)
+    assert machine == "aarch64"
+    assert python.startswith("3.11")       # bookworm's, as on Raspberry Pi OS
+    record = arm64_board.built()
+    assert record["runtimes"]["numpy"] == numpy_version
+    assert record["runtimes"]["onnxruntime"] == ort_version
+    # `python3` in an ssh session is the venv's (sshd's SetEnv PATH), like a Pi with its runtime venv
+    res = subprocess.run(board.ssh_argv(["sh", "-c", "command -v python3"]), capture_output=True, text=True,
+                         timeout=120)
+    assert res.stdout.strip() == board.python.replace("/python", "/python3")
+
+
+@pytest.mark.parametrize("kind", ["tflite-fp32", "tflite-int8", "onnx-fp32"])
+def test_bench_on_aarch64_matches_x86(board, artifacts, kind, tmp_path):
+    artifact = artifacts[kind]
+    fmt, precision = kind.split("-")
+    manifest = json.loads(artifact.with_name(artifact.name + ".json").read_text())
+    rng = np.random.default_rng(0)
+    shape = manifest["input"]["shape"]
+    if manifest["input"]["dtype"] == "int8":
+        image = rng.integers(-128, 128, shape).astype(np.int8)
+    else:
+        image = rng.uniform(0, 255, shape).astype(np.float32)
+    np.save(tmp_path / "input.npy", image)
+
+    arm = _bench("--model", str(artifact), "--input", str(tmp_path / "input.npy"), "--device", board.target,
+                 "--ssh-config", board.ssh_config, "--python", board.python, "--warmup", "1", "--runs", "2",
+                 "--save-output", str(tmp_path / "arm.npy"), "--json", str(tmp_path / "arm.json"))
+    # the same runner on this host gives the x86 reference
+    x86 = subprocess.run([sys.executable, device_runner.__file__, "--model", str(artifact), "--input",
+                          str(tmp_path / "input.npy"), "--save-output", str(tmp_path / "x86.npy"), "--warmup", "0",
+                          "--runs", "1"], capture_output=True, text=True, timeout=300)
+    assert x86.returncode == 0, x86.stdout + x86.stderr
+    assert json.loads(x86.stdout)["machine"] != "aarch64"
+
+    assert arm["device"]["arch"] == "aarch64"
+    assert "arm64-board" in (arm["device"].get("id"), arm["device"].get("hostname"))   # its own UTS namespace
+    assert arm["device"]["transport"] == "ssh"
+    assert arm["runtime"]["name"] == RUNTIMES[fmt]
+    assert arm["config"]["format"] == fmt and arm["config"]["precision"] == precision
+    assert len(arm["latencies_ms"]) == 2 and all(t > 0 for t in arm["latencies_ms"])
+    reference, emulated = np.load(tmp_path / "x86.npy"), np.load(tmp_path / "arm.npy")
+    assert emulated.shape == reference.shape == tuple(manifest["output"]["shape"])
+    assert emulated.dtype == reference.dtype
+    difference = float(np.max(np.abs(emulated.astype(np.float64) - reference)))
+    scale = float(np.max(np.abs(reference))) or 1.0
+    agreement = float(np.mean(emulated.argmax(-1) == reference.argmax(-1)))
+    print(f"{kind}: max |aarch64 - x86| = {difference:.3g} (relative {difference / scale:.3g}), "
+          f"class agreement {agreement:.1%}, aarch64 p50 {arm['stats']['p50']:.1f} ms under qemu")
+    if reference.dtype == np.int8:
+        # LiteRT's int8 kernels requantize differently on x86 and Arm (also without XNNPACK): a few
+        # steps per layer, which 1e-5 cannot describe. Random weights amplify it (1.6-2.8 steps on average
+        # seen, up to 15; the 8 random-weight logits are so close that argmax flips); a broken int8 path
+        # would be off by tens of steps.
+        steps = float(np.mean(np.abs(emulated.astype(np.int32) - reference.astype(np.int32))))
+        print(f"{kind}: mean |aarch64 - x86| = {steps:.2f} quantization steps")
+        assert steps <= INT8_MEAN_STEPS
+    else:
+        assert difference / scale <= TOLERANCE
+
+
+@pytest.mark.parametrize("text, deb822, expected", [
+    ("deb http://mirror.example/debian bookworm main\n# deb http://old/debian bookworm main\n"
+     "deb-src http://src/debian bookworm main\ndeb [arch=amd64] http://other/x nodistro main\n", False,
+     [("http://mirror.example/debian", ["bookworm"]), ("http://other/x", ["nodistro"])]),
+    ("Types: deb\n# http://snapshot/archive\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+     "Components: main\n\nTypes: deb-src\nURIs: http://src/debian\nSuites: bookworm\n", True,
+     [("http://mirror.example/debian", ["bookworm", "bookworm-updates"])]),
+])
+def test_apt_sources_are_read_in_both_formats(text, deb822, expected):
+    assert arm64_rootfs._apt_entries(text, deb822) == expected

@@ -1,0 +1,1 @@
+"""Test infrastructure shipped with the package (usable from scripts and from the test suite)."""
