@@ -1,0 +1,355 @@
+"""Accuracy of checkpoints and exported artifacts on a labelled folder: mIoU, pixel accuracy, agreement.
+
+Metrics come from one confusion matrix per model accumulated over the whole folder (as mmseg does).
+Every model sees the same images, preprocessed by :func:`topformer_deploy.data.preprocess` at its input
+size; its class scores are upsampled (bilinear, align_corners=False) to the label size before the argmax.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .data import MEAN, STD, preprocess
+from .errors import TopformerDeployError
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def prepare_labels(label: np.ndarray, reduce_zero_label: bool = False, ignore_index: int | None = 255
+                   ) -> np.ndarray:
+    """Class ids as int64 with every ignored pixel set to -1.
+
+    ``reduce_zero_label`` is ADE20K's convention (mmseg's ``reduce_zero_label``): 0 becomes 255 and every
+    other id moves down by one. ``ignore_index`` (applied after that) is the value to skip; ``None`` scores
+    every pixel.
+    """
+    label = np.asarray(label).astype(np.int64)
+    if reduce_zero_label:
+        label = np.where(label == 0, 255, label - 1)
+        label[label == 254] = 255
+    if ignore_index is not None:
+        label = np.where(label == ignore_index, -1, label)
+    return label
+
+
+def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(num_classes, num_classes)`` int64 counts, rows = true class, columns = predicted class.
+
+    ``label`` is from :func:`prepare_labels`: negative or ``>= num_classes`` pixels are skipped. A
+    prediction outside ``[0, num_classes)`` is wrong for its row but lands in no column.
+    """
+    pred = np.asarray(pred).astype(np.int64).ravel()
+    label = np.asarray(label).astype(np.int64).ravel()
+    if pred.shape != label.shape:
+        raise ValueError(f"prediction has {pred.size} pixels, label {label.size}")
+    keep = (label >= 0) & (label < num_classes)
+    pred, label = pred[keep], label[keep]
+    if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
+        raise ValueError(f"predictions outside [0, {num_classes})")
+    counts = np.bincount(label * num_classes + pred, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def scores(confusion: np.ndarray) -> dict:
+    """mIoU, pixel accuracy and per-class IoU from a confusion matrix.
+
+    A class neither labelled nor predicted has IoU None and is left out of the mean (as mmseg does).
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    intersection = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - intersection
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, intersection / union, np.nan)
+    total = confusion.sum()
+    present = ~np.isnan(iou)
+    return {"miou": float(np.mean(iou[present])) if present.any() else float("nan"),
+            "pixel_accuracy": float(intersection.sum() / total) if total else float("nan"),
+            "per_class_iou": [None if np.isnan(v) else float(v) for v in iou],
+            "pixels": int(total)}
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def read_dataset(data_dir: str | os.PathLike, num_images: int | None = None
+                 ) -> tuple[list[tuple[Path, Path]], dict | None]:
+    """Pairs ``(images/<name>.jpg, annotations/<name>.png)`` (sub-folders allowed, sorted) and ``dataset.json``."""
+    root = Path(data_dir)
+    images_dir, labels_dir = root / "images", root / "annotations"
+    if not images_dir.is_dir() or not labels_dir.is_dir():
+        raise TopformerDeployError(f"{root}: expected an ADE20K-style folder with images/ and annotations/")
+    pairs = []
+    for image in sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        label = (labels_dir / image.relative_to(images_dir)).with_suffix(".png")
+        if not label.is_file():
+            raise TopformerDeployError(f"{image}: no annotation {label}")
+        pairs.append((image, label))
+    if not pairs:
+        raise TopformerDeployError(f"{images_dir}: no images (.jpg/.png)")
+    if num_images is not None:
+        pairs = pairs[:num_images]
+    info = None
+    if (root / "dataset.json").is_file():
+        try:
+            info = json.loads((root / "dataset.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise TopformerDeployError(f"{root / 'dataset.json'}: unreadable ({exc})") from exc
+    return pairs, info
+
+
+def load_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 image and 2-D label array; a clear error for unreadable or mismatched files."""
+    try:
+        with Image.open(image_path) as im:
+            image = np.asarray(im.convert("RGB"))
+        with Image.open(label_path) as im:
+            label = np.asarray(im)
+    except (OSError, ValueError) as exc:
+        raise TopformerDeployError(f"cannot read {image_path.name} / {label_path.name}: {exc}") from exc
+    if label.ndim != 2:
+        raise TopformerDeployError(f"{label_path}: annotations must be single-channel class ids, got {label.shape}")
+    if label.shape != image.shape[:2]:
+        raise TopformerDeployError(f"{label_path}: size {label.shape} differs from its image {image.shape[:2]}")
+    return image, label
+
+
+# ---------------------------------------------------------------------------------------------- models
+@dataclass
+class Segmenter:
+    """Anything evaluated: a PyTorch checkpoint or an exported artifact, seen as image -> class map."""
+
+    path: str
+    format: str                      # "pytorch" | "onnx" | "tflite"
+    precision: str                   # "fp32" | "fp16" | "int8"
+    num_classes: int
+    input_size: tuple[int, int] | None   # None = each image at its own size (checkpoints only)
+    manifest: dict | None = None
+    _model: object = field(default=None, repr=False)
+
+    def predict(self, image: np.ndarray, label_size: tuple[int, int],
+                input_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Class ids ``(H, W)`` at ``label_size`` for an RGB uint8 image (checkpoints: at ``input_size``)."""
+        size = input_size or self.input_size or image.shape[:2]
+        spec = (self.manifest or {}).get("input", {})
+        x = preprocess(image, size, spec.get("mean", MEAN), spec.get("std", STD))
+        if self.format == "pytorch":
+            import torch
+
+            with torch.no_grad():
+                return _to_classes(self._model(torch.from_numpy(x)).numpy(), "logits", label_size)
+        return self._predict_artifact(x, label_size)
+
+    def _predict_artifact(self, x: np.ndarray, label_size: tuple[int, int]) -> np.ndarray:
+        spec, out = self.manifest["input"], self.manifest["output"]
+        if spec.get("layout") == "NHWC":
+            x = x.transpose(0, 2, 3, 1)
+        if spec.get("dtype", "float32") in ("int8", "uint8"):  # --int8-io: quantize as the manifest says
+            q = spec["quantization"]
+            info = np.iinfo(spec["dtype"])
+            x = np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(spec["dtype"])
+        (y,) = self._model.run([np.ascontiguousarray(x)])
+        semantics = out.get("semantics", "logits")
+        if semantics == "logits" and out.get("layout") == "NHWC":
+            y = y.transpose(0, 3, 1, 2)
+        # int8 logits need no dequantization: argmax is unchanged by a positive scale and an offset
+        return _to_classes(y.astype(np.float32) if semantics == "logits" else y, semantics, label_size)
+
+
+def _to_classes(y: np.ndarray, semantics: str, label_size: tuple[int, int]) -> np.ndarray:
+    """Model output -> class ids at ``label_size``: logits are upsampled bilinearly before the argmax
+    (as the official evaluation does); class maps are resized with nearest neighbour."""
+    import torch
+    import torch.nn.functional as F
+
+    if semantics == "logits":
+        logits = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+        if tuple(logits.shape[-2:]) != tuple(label_size):
+            logits = F.interpolate(logits, size=label_size, mode="bilinear", align_corners=False)
+        return logits[0].argmax(0).numpy()
+    classes = np.asarray(y).reshape(y.shape[-2:]) if np.asarray(y).ndim > 2 else np.asarray(y)
+    if classes.shape != tuple(label_size):
+        classes = np.asarray(Image.fromarray(classes.astype(np.int32)).resize(label_size[::-1], Image.NEAREST))
+    return classes.astype(np.int64)
+
+
+def load_segmenter(path: str | os.PathLike, input_size: tuple[int, int] | None = None,
+                   threads: int | None = 1) -> Segmenter:
+    """A checkpoint (``.pth``/``.pt``) or an artifact (``.onnx``/``.tflite`` with its manifest)."""
+    path = str(path)
+    suffix = Path(path).suffix.lower()
+    if suffix in (".onnx", ".tflite"):
+        return _load_artifact(path, threads)
+    from .model import check_input_size, load_checkpoint
+
+    if input_size is not None:
+        try:
+            check_input_size(*input_size)
+        except ValueError as exc:
+            raise TopformerDeployError(str(exc)) from exc
+    model = load_checkpoint(path)
+    return Segmenter(path, "pytorch", "fp32", model.num_classes, input_size, None, model)
+
+
+def _load_artifact(path: str, threads: int | None = 1) -> Segmenter:
+    """An exported artifact, fed as its manifest says (layout, size, dtype, mean/std)."""
+    from .export import ArtifactRunner, read_manifest
+    from .export.offline import quiet_native_output
+
+    manifest = read_manifest(path)
+    spec = manifest["input"]
+    if manifest.get("stage", "full") != "full":
+        raise TopformerDeployError(f"{path} is a '{manifest['stage']}' stage artifact: eval needs a full model")
+    if spec.get("color_order", "RGB") != "RGB" or list(spec.get("value_range", [0, 255])) != [0, 255]:
+        raise TopformerDeployError(f"{path}: eval feeds RGB pixels in [0, 255]; its manifest asks for "
+                                   f"{spec.get('color_order')} in {spec.get('value_range')}")
+    if spec.get("dtype") in ("int8", "uint8") and "quantization" not in spec:
+        raise TopformerDeployError(f"{path}: {spec['dtype']} input but its manifest has no input quantization")
+    shape = spec["shape"]
+    size = (shape[1], shape[2]) if spec.get("layout") == "NHWC" else (shape[2], shape[3])
+    try:
+        with quiet_native_output():  # the runtimes print banners (XNNPACK) on the first run
+            runner = ArtifactRunner(path, threads)
+            runner.run([np.zeros(shape, spec.get("dtype", "float32"))])
+    except Exception as exc:  # onnxruntime / LiteRT raise their own types for a broken file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TopformerDeployError(f"cannot load {path}: {first}") from exc
+    return Segmenter(path, manifest.get("format", Path(path).suffix[1:]), manifest.get("precision", "fp32"),
+                     int(manifest["num_classes"]), (int(size[0]), int(size[1])), manifest, runner)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def label_convention(info: dict | None, ignore_index: int | None | str = "auto",
+                     reduce_zero_label: bool | None = None) -> tuple[bool, int | None]:
+    """(reduce_zero_label, ignore_index): explicit arguments win, then ``dataset.json``, then ADE20K's (True, 255)."""
+    info = info or {}
+    if reduce_zero_label is None:
+        reduce_zero_label = bool(info.get("reduce_zero_label", True))
+    if ignore_index == "auto":
+        ignore_index = info.get("ignore_index", 255)
+    return reduce_zero_label, ignore_index
+
+
+def default_reference(paths: Sequence[str], segmenters: Sequence[Segmenter]) -> str | None:
+    """The float PyTorch model agreement is measured against: the first checkpoint given, else the
+    checkpoint named in the first artifact manifest that points at an existing file."""
+    for seg in segmenters:
+        if seg.format == "pytorch":
+            return seg.path
+    for seg in segmenters:
+        ckpt = (seg.manifest or {}).get("checkpoint")
+        if isinstance(ckpt, dict) and ckpt.get("path") and Path(ckpt["path"]).is_file():
+            return ckpt["path"]
+    return None
+
+
+def evaluate_models(models: Sequence[str], data_dir: str | os.PathLike, *, num_images: int | None = None,
+                    ignore_index: int | None | str = "auto", reduce_zero_label: bool | None = None,
+                    input_size: tuple[int, int] | None = None, reference: str | None = None,
+                    threads: int | None = 1, on_image: Callable[[int, int], None] | None = None) -> list[dict]:
+    """One row per model: mIoU, pixel accuracy, per-class IoU and pixel agreement with the float model.
+
+    ``input_size`` applies to checkpoints (artifacts use their manifest's size; default: each image's own
+    size). ``reference`` is the float PyTorch checkpoint for agreement (default :func:`default_reference`);
+    it runs at each model's input size, so agreement isolates conversion/quantization from resizing.
+    ``threads`` is used by PyTorch and the runtimes alike (1 by default: on a busy machine more threads
+    can be several times slower). ``on_image(done, total)`` reports progress.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, input_size, reference,
+                         threads, on_image)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, input_size, reference, threads,
+              on_image) -> list[dict]:
+    if not models:
+        raise TopformerDeployError("give at least one model (checkpoint or exported artifact)")
+    pairs, info = read_dataset(data_dir, num_images)
+    reduce, ignore = label_convention(info, ignore_index, reduce_zero_label)
+    segmenters = [load_segmenter(m, input_size, threads) for m in models]
+    reference = reference or default_reference(models, segmenters)
+    ref = load_segmenter(reference, None, threads) if reference else None
+    _check_classes(segmenters, info, reduce)
+    confusions = [np.zeros((s.num_classes, s.num_classes), np.int64) for s in segmenters]
+    agree = np.zeros(len(segmenters), np.int64)
+    seconds = np.zeros(len(segmenters))
+    total_pixels = 0
+    for done, (image_path, label_path) in enumerate(pairs, 1):
+        image, raw_label = load_pair(image_path, label_path)
+        label = prepare_labels(raw_label, reduce, ignore)
+        size = raw_label.shape
+        ref_preds: dict = {}
+        for i, seg in enumerate(segmenters):
+            start = time.perf_counter()
+            pred = seg.predict(image, size)
+            seconds[i] += time.perf_counter() - start
+            confusions[i] += confusion_matrix(pred, label, seg.num_classes)
+            if ref is not None:
+                key = seg.input_size or image.shape[:2]
+                if key not in ref_preds:
+                    same = seg.format == "pytorch" and seg.path == ref.path
+                    ref_preds[key] = pred if same else ref.predict(image, size, key)
+                agree[i] += int(np.count_nonzero(ref_preds[key] == pred))
+        total_pixels += raw_label.size
+        if on_image:
+            on_image(done, len(pairs))
+    rows = []
+    for i, seg in enumerate(segmenters):
+        result = scores(confusions[i])
+        rows.append({"model": seg.path, "name": Path(seg.path).name, "format": seg.format,
+                     "precision": seg.precision,
+                     "input_size": list(seg.input_size) if seg.input_size else "native",
+                     "output": (seg.manifest or {}).get("output", {}).get("semantics", "logits"),
+                     "images": len(pairs), "miou": result["miou"], "pixel_accuracy": result["pixel_accuracy"],
+                     "agreement": float(agree[i] / total_pixels) if ref is not None else None,
+                     "reference": reference, "per_class_iou": result["per_class_iou"],
+                     "classes": (info or {}).get("classes") if not reduce else None,
+                     "ms_per_image": 1000 * seconds[i] / len(pairs), "threads": threads,
+                     "reduce_zero_label": reduce, "ignore_index": ignore})
+    return rows
+
+
+def _check_classes(segmenters: Sequence[Segmenter], info: dict | None, reduce: bool) -> None:
+    if not info or "num_classes" not in info:
+        return
+    expected = int(info["num_classes"]) - (1 if reduce else 0)
+    for seg in segmenters:
+        if seg.num_classes != expected:
+            raise TopformerDeployError(f"{seg.path} predicts {seg.num_classes} classes but the dataset has "
+                                       f"{expected} (check --reduce-zero-label / --ignore-index)")
+
+
+# ---------------------------------------------------------------------------------------------- sensitivity
+#: ``quantize_stage(checkpoint, stage) -> artifact path``: an int8 artifact with only ``stage`` quantized
+#: (the others kept in float). Provided by the int8 export as ``topformer_deploy.export.quantize.stage_quantizer``.
+StageQuantizer = Callable[[str, str], str]
+
+
+def stage_sensitivity(checkpoint: str, data_dir: str | os.PathLike, quantize_stage: StageQuantizer,
+                      stages: Sequence[str] | None = None, **kwargs) -> list[dict]:
+    """mIoU drop caused by quantizing one stage at a time (TPM, SASE, SIM, head), in mIoU points."""
+    from .model import STAGES
+
+    stages = list(stages or STAGES)
+    artifacts = [quantize_stage(checkpoint, stage) for stage in stages]
+    rows = evaluate_models([checkpoint, *artifacts], data_dir, reference=checkpoint, **kwargs)
+    base = rows[0]["miou"]
+    for stage, row in zip(stages, rows[1:]):
+        row["stage"] = stage
+        row["miou_drop_points"] = 100.0 * (base - row["miou"])
+    rows[0]["stage"] = "none (float)"
+    rows[0]["miou_drop_points"] = 0.0
+    return rows
