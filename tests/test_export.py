@@ -163,7 +163,7 @@ def test_size_not_multiple_of_64_is_refused_with_nearest_sizes(tiny_model, tmp_p
 @pytest.mark.parametrize("args, message", [
     (["--to", "tflite"], "give --variant"),
     (["--variant", "tiny", "--to", "tflite", "--input-size", "480x360"], "nearest exportable sizes"),
-    (["--variant", "tiny", "--to", "onnx", "--precision", "fp16"], "ONNX export is fp32 only"),
+    (["--variant", "tiny", "--to", "onnx", "--precision", "fp16"], "ONNX export is fp32 or int8"),
     (["--variant", "small", "--to", "onnx", "--checkpoint", "TINY"], "does not fit TopFormer-small"),
     (["--to", "onnx", "--checkpoint", "/nonexistent.pth"], "checkpoint not found"),
 ])

@@ -298,3 +298,14 @@ def test_chart_is_written(tmp_path):
     report.chart(tmp_path / "gate.png")
     assert (tmp_path / "gate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["gate.png"]
+
+
+def test_cross_config_may_compare_two_runtimes_but_not_two_devices():
+    base = make_result(samples(seed=1))
+    other_build = make_result(samples(seed=2), variant="small", runtime_version="2.4.0")
+    report = gate_results(base, other_build, cross_config=True)
+    assert report.rows[0].verdict.verdict in {"same", "regression", "improvement", "inconclusive"}
+    with pytest.raises(IncompatibleBaselineError, match="device"):
+        gate_results(base, make_result(samples(seed=2), variant="small", device_id="other"), cross_config=True)
+    with pytest.raises(IncompatibleBaselineError, match="runtime"):
+        gate_results(base, make_result(samples(seed=2), runtime_version="2.4.0"))

@@ -117,8 +117,11 @@ def unusable_conditions(doc: dict) -> str | None:
     return None
 
 
-def check_compatible(base: dict, cand: dict) -> None:
-    """Raise IncompatibleBaselineError if the two results were measured under other conditions."""
+def check_compatible(base: dict, cand: dict, same_runtime: bool = True) -> None:
+    """Raise IncompatibleBaselineError if the two results were measured under other conditions.
+
+    ``same_runtime=False`` (a deliberate comparison of two builds, e.g. TFLite vs ONNX) skips the runtime check.
+    """
     key = cand.get("config_key", "?")
     bdev, cdev = base.get("device") or {}, cand.get("device") or {}
     if bdev.get("id") != cdev.get("id"):
@@ -126,7 +129,7 @@ def check_compatible(base: dict, cand: dict) -> None:
             f"baseline for {key} is from device {bdev.get('id')!r}, candidate from {cdev.get('id')!r}: "
             "latencies from different devices cannot be compared; record a baseline on this device")
     brt, crt = base.get("runtime") or {}, cand.get("runtime") or {}
-    for what in ("name", "version"):
+    for what in ("name", "version") if same_runtime else ():
         if brt.get(what) != crt.get(what):
             raise IncompatibleBaselineError(
                 f"baseline for {key} used runtime {brt.get('name')} {brt.get('version')}, candidate "
@@ -291,7 +294,7 @@ def gate_results(baseline_doc: dict, candidate_doc: dict, max_slowdown: float = 
                                                              "bench --save-baseline"),
                                 None, stats.summarize(cand["latencies_ms"]), None, cand["latencies_ms"]))
             continue
-        check_compatible(base, cand)
+        check_compatible(base, cand, same_runtime=not cross_config)
         verdict = compare_samples(base["latencies_ms"], cand["latencies_ms"], max_slowdown, alpha, min_runs)
         for who, doc in (("candidate", cand), ("baseline", base)):
             problem = unusable_conditions(doc)

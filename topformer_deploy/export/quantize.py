@@ -33,6 +33,7 @@ from torch import nn
 from ..errors import TopformerDeployError
 from ..model.topformer import STAGES
 from .manifest import write_manifest
+from .offline import quiet_native_output
 from .pipeline import ExportResult, VerificationError, artifact_name, verification_inputs
 from .prepare import OUTPUTS, check_export_size, export_modules, fold_for_export
 from .verify import ArtifactRunner, compare, from_artifact_layout, to_artifact_layout
@@ -407,42 +408,43 @@ def export_int8(model: nn.Module, fmt: str, out_dir: str | os.PathLike, *, input
     try:
         fp32, int8 = work / f"fp32.{fmt}", work / f"int8.{fmt}"
         calib_tick = _calibration_progress(step)
-        cache = None
-        if fmt == "onnx":
-            step("convert")
-            from .onnx import convert_onnx
+        with quiet_native_output():  # converter banners and onnxsim/ORT chatter would corrupt --json
+            cache = None
+            if fmt == "onnx":
+                step("convert")
+                from .onnx import convert_onnx
 
-            convert_onnx(module, (torch.from_numpy(calibration[0]),), fp32, [pipeline.INPUT_NAME],
-                         [pipeline._output_name(output)])
-            step("calibrate")
-            cache = work / "calibration.json"
-            info = quantize_onnx(fp32, int8, calibration, keep_float=keep_float, calibration_cache=cache,
-                                 progress=calib_tick)
-            info["io_quantization"] = onnx_int8_io(int8) if int8_io else None
-        elif route == "aeq":
-            step("convert")
-            from .tflite import convert_tflite
+                convert_onnx(module, (torch.from_numpy(calibration[0]),), fp32, [pipeline.INPUT_NAME],
+                             [pipeline._output_name(output)])
+                step("calibrate")
+                cache = work / "calibration.json"
+                info = quantize_onnx(fp32, int8, calibration, keep_float=keep_float, calibration_cache=cache,
+                                     progress=calib_tick)
+                info["io_quantization"] = onnx_int8_io(int8) if int8_io else None
+            elif route == "aeq":
+                step("convert")
+                from .tflite import convert_tflite
 
-            convert_tflite(module, (torch.from_numpy(calibration[0]),), fp32, precision="fp32", nhwc=True)
-            step("calibrate")
-            info, _ = quantize_tflite_aeq(fp32, int8, calibration, keep_float=keep_float, int8_io=int8_io,
-                                          progress=calib_tick)
-        else:
-            step("calibrate")
-            info = quantize_tflite_pt2e(module, int8, calibration, keep_float=keep_float, int8_io=int8_io,
-                                        progress=calib_tick)
-        if fmt == "tflite":
-            info["io_quantization"] = tflite_io_quantization(int8) if int8_io else None
-        verification = None
-        if verify:
-            step("verify")
-            verification = verify_int8(int8, reference, verification_inputs(input_size), min_agreement,
-                                       info.get("io_quantization"))
-            verification["enforced"] = weights == "checkpoint"
-            if verification["enforced"] and not verification["passed"]:
-                raise VerificationError(
-                    f"int8 verification failed: argmax agreement {verification['argmax_agreement']:.4f} with the "
-                    f"float model (needs >= {min_agreement}); no artifact was written")
+                convert_tflite(module, (torch.from_numpy(calibration[0]),), fp32, precision="fp32", nhwc=True)
+                step("calibrate")
+                info, _ = quantize_tflite_aeq(fp32, int8, calibration, keep_float=keep_float, int8_io=int8_io,
+                                              progress=calib_tick)
+            else:
+                step("calibrate")
+                info = quantize_tflite_pt2e(module, int8, calibration, keep_float=keep_float, int8_io=int8_io,
+                                            progress=calib_tick)
+            if fmt == "tflite":
+                info["io_quantization"] = tflite_io_quantization(int8) if int8_io else None
+            verification = None
+            if verify:
+                step("verify")
+                verification = verify_int8(int8, reference, verification_inputs(input_size), min_agreement,
+                                           info.get("io_quantization"))
+                verification["enforced"] = weights == "checkpoint"
+                if verification["enforced"] and not verification["passed"]:
+                    raise VerificationError(
+                        f"int8 verification failed: argmax agreement {verification['argmax_agreement']:.4f} with the "
+                        f"float model (needs >= {min_agreement}); no artifact was written")
         step("write")
         manifest = pipeline._manifest(int8, target, model, fmt, "int8", output, input_size, checkpoint, weights,
                                       verification, None)
