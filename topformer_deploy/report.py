@@ -1,0 +1,134 @@
+"""Show a breakdown document: a rich table, the operator view, and the paper's picture as a PNG chart.
+
+The chart puts, per stage, the share of parameters, of MACs and of latency side by side - what the
+TopFormer paper claims (SASE: most parameters, little latency), measured on a device.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from rich.table import Table
+
+STAGE_LABELS = {"tpm": "TPM", "sase": "SASE", "sim": "SIM", "head": "head", "post": "post (x8 + argmax)"}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def breakdown_table(doc: dict) -> Table:
+    """Per stage: params, MACs, p50 and their shares; the network sum, the whole model, the reconciliation."""
+    c = doc["config"]
+    h, w = c["input_size"]
+    table = Table(title=f"{c['variant']} {c['format']} {c['precision']} {h}x{w}, {c['threads']} thread(s), "
+                        f"{c['engine']} on {c['device']}",
+                  caption=f"sum of stages / whole model = {doc['reconciliation']:.3f} (median over rounds; "
+                          f"pooled {doc.get('reconciliation_pooled', doc['reconciliation']):.3f}), "
+                          f"{'within' if doc['reconciled'] else 'OUTSIDE'} {doc['reconcile_band'][0]}-"
+                          f"{doc['reconcile_band'][1]}; post is beside the network, not in the sum; "
+                          f"* of the whole model, per round, median over rounds")
+    for name in ("stage", "params", "params %", "MMACs", "MACs %", "p50 ms", "p90 ms", "latency % *"):
+        table.add_column(name, justify="left" if name == "stage" else "right")
+    for row in doc["stages"]:
+        if row["stage"] == "post":
+            table.add_section()
+        table.add_row(STAGE_LABELS.get(row["stage"], row["stage"]), f"{row['params']:,}", _pct(row["param_share"]),
+                      f"{row['macs'] / 1e6:.1f}", _pct(row["mac_share"]), f"{row['p50_ms']:.2f}",
+                      f"{row['p90_ms']:.2f}", _pct(row["latency_share"]))
+    whole = doc["whole"]
+    table.add_section()
+    table.add_row("sum of stages", "", "", "", "", f"{doc['network_sum_ms']:.2f}", "", _pct(doc["reconciliation"]))
+    table.add_row("whole model", f"{whole['params']:,}", "100.0%", f"{whole['macs'] / 1e6:.1f}", "100.0%",
+                  f"{whole['p50_ms']:.2f}", f"{whole['p90_ms']:.2f}", "100.0%")
+    return table
+
+
+def operator_table(doc: dict) -> Table | None:
+    """The profiler's operator time per stage (whole model), or None when the engine gave none."""
+    view = doc.get("operator_view") or {}
+    if not view.get("available"):
+        return None
+    table = Table(title=f"operator view: {view.get('source', 'profiler')}")
+    for name in ("stage", "ops", "ms / run", "share"):
+        table.add_column(name, justify="left" if name == "stage" else "right")
+    for stage, entry in view["stages"].items():
+        per_run = entry.get("ms_per_run", entry["ms"])
+        table.add_row(STAGE_LABELS.get(stage, stage), str(entry["ops"]), f"{per_run:.3f}", _pct(entry["share"]))
+    rest = view["unattributed"]
+    if rest["ops"]:
+        per_run = rest.get("ms_per_run", rest["ms"])
+        table.add_row("unattributed", str(rest["ops"]), f"{per_run:.3f}", _pct(rest["share"]))
+    return table
+
+
+def operator_note(doc: dict) -> str | None:
+    """One line saying why there is no operator view, if there is none."""
+    view = doc.get("operator_view") or {}
+    return None if view.get("available") else f"operator view: not available - {view.get('reason', 'not measured')}"
+
+
+def write_chart(doc: dict, path: str | os.PathLike) -> Path:
+    """A grouped bar chart (PNG): parameter, MAC and latency share per stage; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = doc["stages"]
+    labels = [STAGE_LABELS.get(r["stage"], r["stage"]) for r in rows]
+    series = [("parameters", "param_share", "#4c72b0"), ("MACs", "mac_share", "#dd8452"),
+              ("latency p50", "latency_share", "#55a868")]
+    x = np.arange(len(rows))
+    network = [100 * r[key] for r in rows if r["in_network"] for _, key, _ in series]
+    top = max(100.0, *network) * 1.15  # post can be many times the network: its bar is cut, its label is not
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    for k, (name, key, color) in enumerate(series):
+        values = [100 * r[key] for r in rows]
+        bars = ax.bar(x + (k - 1) * 0.27, [min(v, top) for v in values], 0.27, label=name, color=color)
+        ax.bar_label(bars, labels=[f"{v:.0f}" + (" (cut)" if v > top else "") for v in values], fontsize=7,
+                     padding=1)
+    ax.set_ylim(0, top * 1.08)
+    c = doc["config"]
+    h, w = c["input_size"]
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("share of the whole network (%)")
+    ax.set_title(f"TopFormer-{c['variant'].capitalize()} {c['format']} {c['precision']} {h}x{w}, "
+                 f"{c['threads']} thread(s): whole model p50 {doc['whole']['p50_ms']:.1f} ms\n"
+                 f"sum of stages / whole = {doc['reconciliation']:.2f}; post is beside the network", fontsize=9)
+    ax.axvline(len(rows) - 1.5, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a chart is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def markdown_table(doc: dict) -> str:
+    """The breakdown as a Markdown table (for docs and issue notes)."""
+    lines = ["| stage | params | params % | MMACs | MACs % | p50 ms | latency % |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in doc["stages"]:
+        lines.append(f"| {STAGE_LABELS.get(r['stage'], r['stage'])} | {r['params']:,} | {_pct(r['param_share'])} "
+                     f"| {r['macs'] / 1e6:.1f} | {_pct(r['mac_share'])} | {r['p50_ms']:.2f} "
+                     f"| {_pct(r['latency_share'])} |")
+    whole = doc["whole"]
+    lines.append(f"| sum of stages (network) | | | | | {doc['network_sum_ms']:.2f} | {_pct(doc['reconciliation'])} |")
+    lines.append(f"| whole model | {whole['params']:,} | 100% | {whole['macs'] / 1e6:.1f} | 100% | "
+                 f"{whole['p50_ms']:.2f} | 100% |")
+    return "\n".join(lines)
