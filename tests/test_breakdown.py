@@ -5,6 +5,8 @@ Real converters (litert-torch, torch.onnx), real runtimes and the real runner on
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -249,3 +251,18 @@ def test_onnx_int8_stages_carry_the_whole_models_quantization(tiny, tmp_path):
         assert worst < 1e-5, (stage, worst)
     assert json.loads(artifacts["sase"]["path"].with_name(artifacts["sase"]["path"].name + ".json").read_text())[
         "precision"] == "int8"
+
+
+def test_bench_breakdown_flag_runs_the_one_line_form(tmp_path):
+    out = tmp_path / "bd.json"
+    proc = subprocess.run([sys.executable, "-m", "topformer_deploy", "bench", "--breakdown", "--model", "tiny",
+                           "--format", "onnx", "--input-size", "64", "--runs", "5", "--warmup", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "topformer-deploy/breakdown"
+    assert {s["stage"] for s in doc["stages"]} >= {"tpm", "sase", "sim", "head"}
+    assert doc["reconciliation"] > 0
+    bad = subprocess.run([sys.executable, "-m", "topformer_deploy", "bench", "--breakdown", "--model", "m.tflite"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --breakdown takes --model tiny|small|base")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import colorsys
 import functools
+import io
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import TopformerDeployError
+from .files import write_atomic
 from .export import images as _images
 from .export.images import MEAN, STD
 
@@ -227,27 +228,13 @@ def write_dataset(out_dir: str | os.PathLike, count: int, size: tuple[int, int] 
 
 
 def _save_atomic(image: Image.Image, path: Path, **kwargs) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        image.save(tmp, **kwargs)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    image.save(buf, format=Image.registered_extensions()[path.suffix.lower()], **kwargs)
+    write_atomic(path, buf.getvalue())
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text + "\n")
 
 
 def main(argv=None) -> int:

@@ -5,11 +5,13 @@ TopFormer paper claims (SASE: most parameters, little latency), measured on a de
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 
 from rich.table import Table
+
+from .files import write_atomic
 
 STAGE_LABELS = {"tpm": "TPM", "sase": "SASE", "sim": "SIM", "head": "head", "post": "post (x8 + argmax)"}
 
@@ -101,22 +103,12 @@ def write_chart(doc: dict, path: str | os.PathLike) -> Path:
     ax.axvline(len(rows) - 1.5, color="grey", lw=0.8, ls="--")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a chart is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(buf, format="png")
     finally:
         plt.close(fig)
-    return path
+    return write_atomic(path, buf.getvalue())
 
 
 def markdown_table(doc: dict) -> str:

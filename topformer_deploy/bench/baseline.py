@@ -6,11 +6,11 @@ written atomically. Reading accepts a baseline file or a single bench result.
 """
 from __future__ import annotations
 
+from ..files import write_atomic
+
 import datetime as dt
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import TopformerDeployError
@@ -111,20 +111,3 @@ def save_baseline(result_doc: dict, path, allow_hot: bool = False) -> dict:
     return doc
 
 
-def write_atomic(path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory, then rename."""
-    write_atomic_bytes(path, text.encode("utf-8"))
-
-
-def write_atomic_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

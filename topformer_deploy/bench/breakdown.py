@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import TopformerDeployError
+from ..export.offline import quiet_native_output
 from ..model import TopFormer
 from .stages import (ALL_STAGES, NETWORK_STAGES, attribute_ops, build_stages, stage_input_names, stage_inputs,
                      stage_output_names)
@@ -205,88 +206,47 @@ def export_breakdown_artifacts(model: TopFormer, options: BreakdownOptions, out_
 
 
 def _export_int8(modules, tensors, options, out_dir, base, progress) -> dict[str, Path]:
-    """int8 artifacts of the whole network and of every stage, calibrated once.
+    """int8 artifacts of the whole network and of every stage, calibrated once, by the exporter's routes.
 
     One float pass over the calibration images gives every stage its real inputs. Calibration is MinMax
     (both routes of :mod:`..export.quantize`), so each tensor of a stage sees exactly the values it sees
     in the whole model and gets the whole int8 model's scale and zero point (the tests check this for
-    ONNX). The settings are the exporter's: ai-edge-quantizer's static recipe for TFLite, onnxruntime QDQ
-    per-channel MinMax for ONNX; float input/output as ``export --precision int8`` writes them.
+    ONNX). The routes are ``export --precision int8``'s: PT2E for TFLite, onnxruntime QDQ per-channel for
+    ONNX; float input/output as the exporter writes them.
     """
+    from ..export.quantize import quantize_onnx, quantize_tflite_pt2e
+
     if not options.calibration:
         raise TopformerDeployError("int8 breakdown needs calibration images (--calib DIR or --calib synthetic)")
     prepared = modules["full"]
     progress(f"calibration: one float pass over {len(options.calibration)} images")
     passes = [stage_inputs(prepared, torch.from_numpy(np.asarray(image, dtype=np.float32)))
               for image in options.calibration]
-    samples = {stage: [p[stage] for p in passes] for stage in ALL_STAGES}
+    samples = {stage: [tuple(t.numpy() for t in p[stage]) for p in passes] for stage in ALL_STAGES}
     samples["full"] = samples["tpm"]
     paths = {}
     for stage in ("full", *ALL_STAGES):
         path = out_dir / f"{base}_{stage}.{options.fmt}"
-        fp32 = out_dir / f".{path.stem}.fp32.{options.fmt}"
         progress(f"exporting {stage} -> {path.name} (int8, {len(samples[stage])} calibration samples)")
-        names_in, names_out = _names(prepared, stage)
-        try:
-            export_stage(modules[stage], tensors[stage], fp32, options.fmt, "fp32", names_in, names_out)
-            quantize = _quantize_tflite if options.fmt == "tflite" else _quantize_onnx
-            quantize(fp32, path, samples[stage])
-        finally:
-            fp32.unlink(missing_ok=True)
+        if options.fmt == "tflite":
+            tmp = path.with_name(f".{path.name}.tmp")
+            try:
+                with quiet_native_output():
+                    quantize_tflite_pt2e(modules[stage], tmp, samples[stage])
+                tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        else:
+            fp32 = out_dir / f".{path.stem}.fp32.onnx"
+            names_in, names_out = _names(prepared, stage)
+            try:
+                export_stage(modules[stage], tensors[stage], fp32, "onnx", "fp32", names_in, names_out)
+                with quiet_native_output():
+                    quantize_onnx(fp32, path, samples[stage])
+            finally:
+                fp32.unlink(missing_ok=True)
         paths[stage] = path
     return paths
-
-
-def _quantize_tflite(fp32: Path, path: Path, samples: list[tuple[torch.Tensor, ...]]) -> None:
-    """ai-edge-quantizer with the exporter's recipe, calibrated on all of a stage's inputs (NHWC)."""
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer as aeq
-
-    from ..export.quantize import aeq_recipe
-
-    signatures = Interpreter(model_path=str(fp32)).get_signature_list()
-    signature = next(iter(signatures))
-    names = signatures[signature]["inputs"]  # args_0, args_1, ...: the module's argument order
-    data = [{n: _nhwc(t) for n, t in zip(names, inputs)} for inputs in samples]
-    quantizer = aeq.Quantizer(str(fp32), aeq_recipe())
-    result = quantizer.quantize(quantizer.calibrate({signature: data}, num_threads=1), enable_progress_report=False)
-    _write_bytes(path, bytes(result.quantized_model))
-
-
-def _quantize_onnx(fp32: Path, path: Path, samples: list[tuple[torch.Tensor, ...]]) -> None:
-    """onnxruntime static QDQ int8 with the exporter's settings, calibrated on all of a stage's inputs."""
-    import tempfile
-
-    import onnxruntime as ort
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    names = [i.name for i in ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).get_inputs()]
-    feeds = iter([{n: t.numpy() for n, t in zip(names, inputs)} for inputs in samples])
-
-    class Reader(CalibrationDataReader):
-        def get_next(self):
-            return next(feeds, None)
-
-    with tempfile.TemporaryDirectory(prefix=".tfd-int8-", dir=path.parent) as tmp:  # same filesystem: atomic move
-        prepared, out = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_optimization=True)
-        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-        out.replace(path)
-
-
-def _nhwc(t: torch.Tensor) -> np.ndarray:
-    a = t.detach().numpy()
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1) if a.ndim == 4 else a, dtype=np.float32)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def time_artifacts(artifacts: dict[str, dict], options: BreakdownOptions, progress: Progress,

@@ -221,7 +221,7 @@ class GateReport:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .baseline import write_atomic_bytes
+        from ..files import write_atomic
 
         rows = [r for r in self.rows if r.cand_ms]
         fig, ax = plt.subplots(figsize=(8, 1.0 + 0.9 * max(1, len(rows))))
@@ -243,7 +243,7 @@ class GateReport:
         buf = io.BytesIO()
         fig.savefig(buf, format=str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else "png")
         plt.close(fig)
-        write_atomic_bytes(path, buf.getvalue())
+        write_atomic(path, buf.getvalue())
 
     def markdown(self) -> str:
         """A Markdown summary (for $GITHUB_STEP_SUMMARY)."""

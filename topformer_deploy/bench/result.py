@@ -8,9 +8,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from ..files import write_json  # noqa: F401 - re-exported: bench results are written with it
 from ..errors import TopformerDeployError
 
 SCHEMA = "topformer-deploy/bench-result"
@@ -107,22 +107,6 @@ def load_result(path: str | os.PathLike) -> dict:
         validate_result(doc["a"]), validate_result(doc["b"])
         return doc
     return validate_result(doc)
-
-
-def write_json(path: str | os.PathLike, doc: dict) -> Path:
-    """Write ``doc`` atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _fmt(value, spec=".2f", none="-"):

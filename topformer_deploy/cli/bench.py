@@ -65,9 +65,12 @@ CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with 
 @click.option("--max-slowdown", default="5%", show_default=True, help="With --baseline / --compare.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
               show_default=True, help="With --baseline / --compare: significance level.")
+@click.option("--breakdown", is_flag=True,
+              help="With a variant name: time each stage (TPM, SASE, SIM, head, post) beside the whole model "
+                   "(as `topformer-deploy breakdown`, fp32).")
 def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, cooldown, max_temp, allow_hot,
           engine, benchmark_binary, op_profiling, adb_path, ssh_config, python, timeout, fmt, input_size, input_file,
-          save_output, profile_dir, json_out, baseline, save_baseline, max_slowdown, alpha):
+          save_output, profile_dir, json_out, baseline, save_baseline, max_slowdown, alpha, breakdown):
     """Measure an artifact's latency on the device, under recorded conditions.
 
     The device is locked for the duration (a second bench on it waits), the conditions (CPU
@@ -95,6 +98,10 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     threshold = _slowdown(max_slowdown) if (baseline or compare) else None
     to_stdout = json_out == "-"
     err = Console(stderr=True)
+    if breakdown:
+        _breakdown(model, compare or baseline or save_baseline, fmt, input_size, device, engine, threads, warmup,
+                   runs, cores, allow_hot, benchmark_binary, adb_path, ssh_config, python, json_out, err)
+        return
     options = BenchOptions(threads=threads, warmup=warmup, runs=runs, cores=cores, cooldown=cooldown,
                            repeat=repeat, max_temp=max_temp, allow_hot=allow_hot, engine=engine,
                            benchmark_binary=benchmark_binary, op_profiling=op_profiling, python=python,
@@ -135,6 +142,26 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
         Console(stderr=to_stdout).print(report.table())
         code = report.exit_code if baseline else 0
     sys.exit(code)
+
+
+def _breakdown(model, conflicting, fmt, input_size, device, engine, threads, warmup, runs, cores, allow_hot,
+               benchmark_binary, adb_path, ssh_config, python, json_out, err) -> None:
+    """``bench --breakdown``: the one-artifact-configuration form of ``topformer-deploy breakdown``."""
+    from ..bench.breakdown import BreakdownOptions, run_breakdown
+    from ..errors import TopformerDeployError
+    from .breakdown import show_breakdown
+    from .options import VARIANT_NAMES
+
+    if conflicting or (model or "").lower() not in VARIANT_NAMES:
+        raise TopformerDeployError("--breakdown takes --model tiny|small|base (it exports every stage itself), "
+                                   "without --compare / --baseline / --save-baseline")
+    options = BreakdownOptions(fmt=fmt, input_size=input_size, device=device, engine=engine, threads=threads,
+                               warmup=warmup, runs=runs, cores=cores, allow_hot=allow_hot,
+                               benchmark_binary=benchmark_binary, adb_path=adb_path, ssh_config=ssh_config,
+                               python=python)
+    with _status(err) as say:
+        doc = run_breakdown(model.lower(), options, progress=say)
+    show_breakdown(doc, json_out)
 
 
 def _slowdown(text: str) -> float:

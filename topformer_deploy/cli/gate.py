@@ -62,8 +62,8 @@ def gate(baseline_path, candidate_paths, max_slowdown, alpha, min_runs, github_o
 
     Exit codes: 0 pass, 1 regression, 2 inconclusive or unusable input.
     """
-    from ..bench.baseline import (BASELINE_SCHEMA, SCHEMA_VERSION, entries_of, load_result_or_baseline,
-                                  write_atomic)
+    from ..bench.baseline import BASELINE_SCHEMA, SCHEMA_VERSION, entries_of, load_result_or_baseline
+    from ..files import write_atomic
     from ..bench.gate import MIN_RUNS, gate_results, github_benchmark_entries
     from ..errors import TopformerDeployError
 

@@ -5,10 +5,10 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from ..files import make_readable, write_atomic  # noqa: F401 - make_readable is used by the exporters
 from ..errors import TopformerDeployError
 
 SCHEMA = "topformer-deploy/manifest"
@@ -43,13 +43,6 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def make_readable(path: str | os.PathLike) -> None:
-    """Give a temp file (created 0600) the permissions a normal new file gets under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -58,16 +51,7 @@ def write_manifest(artifact: str | os.PathLike, manifest: dict) -> Path:
     """Write ``manifest`` beside ``artifact`` atomically (temp file + rename); returns the manifest path."""
     path = manifest_path(artifact)
     document = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **manifest}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(document, fh, indent=2)
-            fh.write("\n")
-        make_readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(document, indent=2) + "\n")
     return path
 
 

@@ -36,7 +36,7 @@ class SegmentationOutput(nn.Module):
             return logits
         if self.output == "argmax-full":
             logits = F.interpolate(logits, size=self.input_size, mode="bilinear", align_corners=False)
-        return logits.argmax(dim=1).to(torch.int32)
+        return logits.permute(0, 2, 3, 1).argmax(dim=-1).to(torch.int32)  # no NCHW->NHWC TRANSPOSE in TFLite
 
 
 def check_export_size(height: int, width: int) -> None:
