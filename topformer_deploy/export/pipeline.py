@@ -122,10 +122,15 @@ def _convert(module, example, tmp: Path, fmt: str, precision: str, output: str, 
 
 
 def _check_arguments(fmt, precision, output, weights, checkpoint) -> None:
-    if fmt not in FORMATS:
-        raise TopformerDeployError(f"unknown format {fmt!r}: choose onnx or tflite")
+    check_common_arguments(fmt, output, weights, checkpoint)
     if precision not in PRECISIONS[fmt]:
         raise TopformerDeployError(f"{fmt} export supports precision {', '.join(PRECISIONS[fmt])}, not {precision}")
+
+
+def check_common_arguments(fmt, output, weights, checkpoint) -> None:
+    """The checks every export route shares: format, output kind, and where the weights come from."""
+    if fmt not in FORMATS:
+        raise TopformerDeployError(f"unknown format {fmt!r}: choose onnx or tflite")
     if output not in OUTPUTS:
         raise TopformerDeployError(f"unknown output {output!r}: choose {', '.join(OUTPUTS)}")
     if weights not in ("checkpoint", "random"):

@@ -34,8 +34,9 @@ from ..errors import TopformerDeployError
 from ..model.topformer import STAGES
 from .manifest import write_manifest
 from .offline import quiet_native_output
-from .pipeline import ExportResult, VerificationError, artifact_name, verification_inputs
-from .prepare import OUTPUTS, check_export_size, export_modules, fold_for_export
+from .pipeline import (ExportResult, VerificationError, artifact_name, check_common_arguments,
+                       verification_inputs)
+from .prepare import check_export_size, export_modules, fold_for_export
 from .verify import ArtifactRunner, compare, from_artifact_layout, to_artifact_layout
 
 ROUTES = ("pt2e", "aeq")
@@ -543,14 +544,7 @@ def _calibration_progress(step: Callable[[str], None]) -> Callable[[int, int], N
 
 
 def _check_int8_arguments(fmt, output, weights, checkpoint, calibration, route) -> str:
-    if fmt not in ("onnx", "tflite"):
-        raise TopformerDeployError(f"unknown format {fmt!r}: choose onnx or tflite")
-    if output not in OUTPUTS:
-        raise TopformerDeployError(f"unknown output {output!r}: choose {', '.join(OUTPUTS)}")
-    if weights not in ("checkpoint", "random"):
-        raise TopformerDeployError(f"weights must be 'checkpoint' or 'random', got {weights!r}")
-    if weights == "checkpoint" and checkpoint is None:
-        raise TopformerDeployError("weights='checkpoint' needs the checkpoint path (or pass weights='random')")
+    check_common_arguments(fmt, output, weights, checkpoint)
     if not calibration:
         raise QuantizationError("int8 export needs calibration images (none given)")
     route = route or TFLITE_ROUTE
