@@ -63,11 +63,7 @@ def export_model(model: nn.Module, fmt: str, out_dir: str | os.PathLike, *, inpu
     input_size = (int(input_size[0]), int(input_size[1]))
     _check_arguments(fmt, precision, output, weights, checkpoint)
     check_export_size(*input_size)
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TopformerDeployError(f"cannot create output directory {out_dir}: {exc.strerror}") from exc
+    out_dir = output_directory(out_dir)
 
     step("fold")
     folded = fold_for_export(model)
@@ -125,6 +121,16 @@ def _check_arguments(fmt, precision, output, weights, checkpoint) -> None:
     check_common_arguments(fmt, output, weights, checkpoint)
     if precision not in PRECISIONS[fmt]:
         raise TopformerDeployError(f"{fmt} export supports precision {', '.join(PRECISIONS[fmt])}, not {precision}")
+
+
+def output_directory(out_dir) -> Path:
+    """``out_dir`` as a Path, created if needed; a clear error when it cannot be."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TopformerDeployError(f"cannot create output directory {out_dir}: {exc.strerror}") from exc
+    return out_dir
 
 
 def check_common_arguments(fmt, output, weights, checkpoint) -> None:

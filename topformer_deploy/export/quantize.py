@@ -35,7 +35,7 @@ from ..model.topformer import STAGES
 from .manifest import write_manifest
 from .offline import quiet_native_output
 from .pipeline import (ExportResult, VerificationError, artifact_name, check_common_arguments,
-                       verification_inputs)
+                       output_directory, verification_inputs)
 from .prepare import check_export_size, export_modules, fold_for_export
 from .verify import ArtifactRunner, compare, from_artifact_layout, to_artifact_layout
 
@@ -395,11 +395,7 @@ def export_int8(model: nn.Module, fmt: str, out_dir: str | os.PathLike, *, input
     keep_float = check_keep_float(keep_float)
     route = _check_int8_arguments(fmt, output, weights, checkpoint, calibration, route)
     check_export_size(*input_size)
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TopformerDeployError(f"cannot create output directory {out_dir}: {exc.strerror}") from exc
+    out_dir = output_directory(out_dir)
     _check_calibration_shape(calibration, input_size)
 
     step("fold")
