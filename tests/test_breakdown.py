@@ -195,6 +195,17 @@ def test_breakdown_on_local_gives_table_json_chart_and_operator_view(tiny, onnx_
     json.dumps(doc)  # the document is JSON as it is
 
 
+def test_tflite_operator_view_with_the_python_engine(tflite_stages):
+    """No benchmark_model needed: the runner times each operator as a one-op model, attributed to stages."""
+    artifacts, _ = tflite_stages
+    options = BreakdownOptions(fmt="tflite", input_size=SIZE, warmup=1, runs=3, rounds=1)
+    view = operator_view(artifacts, options, lambda msg: None)
+    assert view["available"] and "one-op" in view["source"]
+    assert list(view["stages"]) == list(NETWORK_STAGES)
+    assert view["unattributed"]["ms"] <= 0.05 * view["total_ms"]
+    assert view["ops"][0]["ms"] >= view["ops"][-1]["ms"] and view["ops"][0]["stage"] in NETWORK_STAGES
+
+
 def test_cli_breakdown_writes_json_and_chart(tmp_path):
     out_json, chart = tmp_path / "b.json", tmp_path / "b.png"
     result = CliRunner().invoke(main, ["breakdown", "--variant", "tiny", "--to", "onnx", "--input-size", "64",

@@ -16,7 +16,7 @@ from topformer_deploy.bench import device_runner
 from topformer_deploy.bench.benchmark_model import parse_onnxruntime_profile
 
 RUNNER = Path(device_runner.__file__)
-ALLOWED_IMPORTS = {"argparse", "hashlib", "io", "json", "os", "platform", "resource", "signal", "sys", "tempfile",
+ALLOWED_IMPORTS = {"argparse", "copy", "hashlib", "io", "json", "os", "platform", "resource", "signal", "sys", "tempfile",
                    "time", "numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime"}
 
 
@@ -131,10 +131,37 @@ def test_onnx_profile_file_is_written_and_parses(small_models, tmp_path):
     assert len({r["node"] for r in rows if r["op_type"] == "Conv"}) > 10
 
 
-def test_tflite_profile_request_says_it_is_unavailable(small_models):
-    code, doc, stderr = run_runner("--model", small_models["tflite"], "--runs", 1, "--warmup", 0, "--profile", "p")
-    assert code == 0 and doc["profile"] is None
-    assert "not available" in doc["warnings"][0] and "not available" in stderr
+def test_tflite_profile_times_every_operator_as_a_one_op_model(small_models, tmp_path):
+    from topformer_deploy.export.tflite import tflite_op_histogram
+
+    code, doc, _ = run_runner("--model", small_models["tflite"], "--runs", 3, "--warmup", 1,
+                              "--profile", tmp_path / "prof")
+    assert code == 0 and doc["profile"]["kind"] == "tflite-one-op"
+    profile = json.loads(Path(doc["profile"]["file"]).read_text())
+    rows = profile["rows"]
+    assert not [r for r in rows if "error" in r]
+    # every operator of the graph is timed once: alone, or a PAD together with the conv it feeds
+    histogram = tflite_op_histogram(small_models["tflite"])
+    timed = [name for r in rows for name in r["name"].split("+")]
+    assert sorted(timed) == sorted(name for name, n in histogram.items() for _ in range(n))
+    assert [r["index"] for r in rows] == sorted(r["index"] for r in rows)
+    assert all(r["ms"] > 0 for r in rows) and profile["total_ms"] == pytest.approx(sum(r["ms"] for r in rows))
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL"} <= set(timed)
+    assert profile["runtime"]["name"] == doc["runtime"]["name"]
+
+
+def test_one_op_models_hold_only_their_own_weights(small_models):
+    models = device_runner.one_op_models(str(small_models["tflite"]))
+    size = small_models["tflite"].stat().st_size
+    assert len(models) > 50
+    # each model carries its own constants only: together about the size of the whole file, not N times it
+    assert sum(len(content) for *_, content in models) < 3 * size
+    index, name, shape, content = models[0]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=content, num_threads=1)
+    interp.allocate_tensors()
+    assert index == 0 and list(interp.get_output_details()[0]["shape"]) == shape
 
 
 # --------------------------------------------------------------------------------- failures

@@ -177,6 +177,11 @@ def test_tflite_int8_has_int8_convs_and_float_boundary(tflite_int8):
     assert all(inputs[0][1] == "INT8" and inputs[1][1] == "INT8" for inputs in convs)
     names = [name for name, _ in ops]
     assert names[0] == "QUANTIZE" and names[-1] == "DEQUANTIZE"
+    # the residual / injection adds run int8 too (no DEQUANTIZE -> float ADD -> QUANTIZE islands around them);
+    # only h_sigmoid's scalar "+ 3" adds stay float
+    adds = [inputs for name, inputs in ops if name == "ADD"]
+    int8_adds = [a for a in adds if a[0][1] == a[1][1] == "INT8"]
+    assert len(int8_adds) >= 20 and len(adds) - len(int8_adds) <= 3, adds
     manifest = read_manifest(tflite_int8.path)
     assert manifest["precision"] == "int8" and manifest["quantization"]["route"] == TFLITE_ROUTE
     assert manifest["input"]["dtype"] == "float32" and manifest["input"]["shape"] == [1, *SIZE, 3]

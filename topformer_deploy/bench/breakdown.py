@@ -300,39 +300,53 @@ def operator_view(artifacts: dict[str, dict], options: BreakdownOptions, progres
     """Operator times of the whole model attributed to stages, where the engine can profile."""
     if not options.profile:
         return {"available": False, "reason": "not asked for (--no-profile)"}
-    if options.fmt == "onnx" and options.engine == "python":
-        return _onnx_operator_view(artifacts["full"], options, progress)
+    if options.engine == "python":
+        return _python_operator_view(artifacts["full"], options, progress)
     if options.fmt == "tflite" and options.engine == "benchmark_model":
         return _benchmark_model_operator_view(artifacts["full"], options, progress)
-    return {"available": False, "reason": "the python engine's LiteRT interpreter has no per-operator profiler; "
-                                          "use --engine benchmark_model (TFLite) or --to onnx for an operator view"}
+    return {"available": False, "reason": f"no operator profiler for {options.fmt} with the {options.engine} engine"}
 
 
-def _onnx_operator_view(entry: dict, options: BreakdownOptions, progress: Progress) -> dict:
+def _python_operator_view(entry: dict, options: BreakdownOptions, progress: Progress) -> dict:
+    """The runner's operator profile: onnxruntime's profiler (ONNX) or one-op models (TFLite)."""
+    import json
     import tempfile
 
     from .benchmark_model import parse_onnxruntime_profile
     from .harness import BenchOptions, run_bench
+    from .stages import tflite_op_stages
     from .transports import open_transport
 
+    onnx = options.fmt == "onnx"
+    source = ("onnxruntime profiler (kernel time, whole model)" if onnx else
+              "every operator run as its own one-op model (a zero PAD with the conv it feeds), same runtime")
     warmup, runs = 2, max(1, min(options.runs, 10))
     with tempfile.TemporaryDirectory(prefix="tfd-profile-") as local, \
             open_transport(options.device, options.adb_path, options.ssh_config) as transport:
         bench = BenchOptions(threads=options.threads, warmup=warmup, runs=runs, cores=options.cores,
                              allow_hot=options.allow_hot, python=options.python,
                              input_file=str(entry["input_file"]), profile_dir=local)
-        progress(f"profiling the whole model with onnxruntime ({warmup + runs} runs)")
+        progress(f"profiling the whole model's operators on {transport.name}")
         doc = run_bench(entry["path"], transport, bench, progress=progress)
         profile = (doc.get("runner") or {}).get("profile") or {}
         if not profile.get("local_file"):
-            return {"available": False, "source": "onnxruntime profiler", "reason": "the runner wrote no profile"}
-        rows = parse_onnxruntime_profile(Path(profile["local_file"]).read_text())
-    view = attribute_ops(rows, "node", "dur_ms")
-    calls = warmup + runs
+            return {"available": False, "source": source, "reason": "the runner wrote no profile"}
+        text = Path(profile["local_file"]).read_text()
+    if onnx:
+        view = attribute_ops(parse_onnxruntime_profile(text), "node", "dur_ms")
+        calls = warmup + runs
+        for entry_ in [*view["stages"].values(), view["unattributed"]]:
+            entry_["ms_per_run"] = entry_["ms"] / calls
+        view.update({"available": True, "source": source, "profiled_runs": calls,
+                     "ms_per_run": view["total_ms"] / calls})
+        return view
+    stages = tflite_op_stages(entry["path"])
+    rows = [{**row, "stage": stages[row["index"]][1]} for row in json.loads(text)["rows"] if "ms" in row]
+    view = attribute_ops(rows, "name", "ms", inherit=False)
     for entry_ in [*view["stages"].values(), view["unattributed"]]:
-        entry_["ms_per_run"] = entry_["ms"] / calls
-    view.update({"available": True, "source": "onnxruntime profiler (kernel time, whole model)",
-                 "profiled_runs": calls, "ms_per_run": view["total_ms"] / calls})
+        entry_["ms_per_run"] = entry_["ms"]  # one-op medians are already per run
+    view.update({"available": True, "source": source, "ms_per_run": view["total_ms"],
+                 "ops": sorted(rows, key=lambda r: -r["ms"])})
     return view
 
 

@@ -57,7 +57,8 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--input", help="input data: .npy (one input) or .npz keyed by input name")
     p.add_argument("--save-output", help="save the outputs of the last run here (.npy; .npz layout if several)")
-    p.add_argument("--profile", metavar="PREFIX", help="onnxruntime profiler file prefix")
+    p.add_argument("--profile", metavar="PREFIX", help="operator profile file prefix: onnxruntime's profiler, or "
+                   "for TFLite every operator timed as a one-op model (PREFIX_ops.json)")
     p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help="runtime to use (default auto)")
     args = p.parse_args(argv)
     if args.threads < 1:
@@ -173,6 +174,144 @@ class OnnxModel:
 
     def end_profiling(self):
         return self.session.end_profiling() if self.profiling else None
+
+
+# ------------------------------------------------------------------------------ TFLite operator profile
+#: A PAD feeding one of these is timed with it: XNNPACK folds a zero PAD into the next convolution.
+PAD_FUSING_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+def _flatbuffer_tools():
+    """(flatbuffer_utils, schema module) of the installed LiteRT (or TensorFlow) package."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+        from ai_edge_litert.tools import flatbuffer_utils
+        return flatbuffer_utils, schema
+    except ImportError:
+        pass
+    try:
+        from tensorflow.lite.python import schema_py_generated as schema
+        from tensorflow.lite.tools import flatbuffer_utils
+        return flatbuffer_utils, schema
+    except ImportError:
+        raise RunnerError("no_runtime", "TFLite operator profiling needs the flatbuffer tools of ai_edge_litert "
+                                        "(pip install ai-edge-litert) or tensorflow; tflite_runtime has none")
+
+
+def one_op_models(path):
+    """Split a .tflite into one-op models: [(first op index, op name, output shape, model bytes)].
+
+    Each model holds one operator of subgraph 0 (a zero PAD together with the convolution it feeds, as
+    XNNPACK runs them), its constant buffers only, and its non-constant inputs as model inputs.
+    """
+    import copy
+    flatbuffer_utils, schema = _flatbuffer_tools()
+    model = flatbuffer_utils.read_model(path)
+    graph = model.subgraphs[0]
+    names = dict((v, k) for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_"))
+
+    def op_name(op):
+        code = model.operatorCodes[op.opcodeIndex]
+        return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+
+    def is_constant(t):
+        buffer = model.buffers[graph.tensors[t].buffer]
+        return (buffer.data is not None and len(buffer.data) > 0) or bool(getattr(buffer, "size", 0))
+
+    readers = {}
+    for op in graph.operators:
+        for t in op.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    groups, i = [], 0
+    while i < len(graph.operators):
+        op = graph.operators[i]
+        nxt = graph.operators[i + 1] if i + 1 < len(graph.operators) else None
+        fused = (op_name(op) == "PAD" and nxt is not None and op_name(nxt) in PAD_FUSING_OPS
+                 and list(nxt.inputs)[:1] == [op.outputs[0]] and readers.get(op.outputs[0]) == 1)
+        groups.append([i, i + 1] if fused else [i])
+        i += 2 if fused else 1
+    result = []
+    for group in groups:
+        ops = [graph.operators[k] for k in group]
+        produced = set(t for op in ops for t in op.outputs)
+        used = []
+        for op in ops:
+            for t in list(op.inputs) + list(op.outputs):
+                if t >= 0 and t not in used:
+                    used.append(t)
+        tensor_map, buffers, tensors = {}, [model.buffers[0]], []
+        for t in used:
+            tensor = copy.copy(graph.tensors[t])
+            if is_constant(t):
+                buffers.append(model.buffers[tensor.buffer])
+                tensor.buffer = len(buffers) - 1
+            else:
+                tensor.buffer = 0
+            tensor_map[t] = len(tensors)
+            tensors.append(tensor)
+        sub = copy.copy(graph)
+        sub.tensors = tensors
+        sub.operators = []
+        for op in ops:
+            new = copy.copy(op)
+            new.inputs = [tensor_map[t] if t >= 0 else t for t in op.inputs]
+            new.outputs = [tensor_map[t] for t in op.outputs]
+            sub.operators.append(new)
+        sub.inputs = [tensor_map[t] for t in used if t not in produced and not is_constant(t)]
+        sub.outputs = [tensor_map[t] for t in ops[-1].outputs]
+        one = copy.copy(model)
+        one.subgraphs, one.buffers, one.signatureDefs = [sub], buffers, []
+        one.metadata, one.metadataBuffer = [], []
+        last = ops[-1]
+        result.append((group[0], "+".join(op_name(op) for op in ops),
+                       [int(d) for d in graph.tensors[last.outputs[0]].shape],
+                       bytes(flatbuffer_utils.convert_object_to_bytearray(one))))
+    return result
+
+
+def profile_tflite_ops(path, threads, choice, rounds, reps=3, seed=0):
+    """Median latency of every operator of a .tflite, each run as its own one-op model (same runtime).
+
+    The ``rounds`` sweeps each load every one-op model afresh and time ``reps`` invocations, so the
+    operators share the machine's drift and only one interpreter lives at a time (memory stays low).
+    Returns ``{"kind": "tflite-one-op", "rows": [{"index", "name", "output_shape", "ms"}...], ...}``.
+    """
+    np = _np()
+    interpreter_cls, runtime, version = _load_tflite_interpreter(choice)
+    models = one_op_models(path)
+    times = [[] for _ in models]
+    errors = {}
+    rng = np.random.default_rng(seed)
+    for _ in range(max(1, rounds)):
+        for k, (index, name, shape, content) in enumerate(models):
+            if k in errors:
+                continue
+            try:
+                interp = interpreter_cls(model_content=content, num_threads=threads)
+                interp.allocate_tensors()
+                for detail in interp.get_input_details():
+                    info = _tensor_info(detail["name"], detail["shape"], detail["dtype"], detail)
+                    interp.set_tensor(detail["index"], random_input(info, rng))
+                interp.invoke()
+                for _ in range(reps):
+                    start = time.perf_counter()
+                    interp.invoke()
+                    times[k].append((time.perf_counter() - start) * 1e3)
+            except (RuntimeError, ValueError) as exc:
+                errors[k] = _one_line(exc)
+            interp = None
+    rows = []
+    for k, (index, name, shape, _) in enumerate(models):
+        row = {"index": index, "name": name, "output_shape": shape}
+        if k in errors:
+            row["error"] = errors[k]
+        else:
+            ordered = sorted(times[k])
+            row["ms"] = ordered[len(ordered) // 2]
+        rows.append(row)
+    return {"kind": "tflite-one-op", "runtime": {"name": runtime, "version": str(version)}, "threads": threads,
+            "rounds": max(1, rounds), "reps": reps, "rows": rows,
+            "total_ms": sum(r.get("ms", 0.0) for r in rows)}
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -308,9 +447,6 @@ def measure(args):
 
     if fmt == "tflite":
         model = TfliteModel(args.model, args.threads, args.runtime)
-        if args.profile:
-            warnings.append("--profile: operator profiling is not available for TFLite in the python engine "
-                            "(use the benchmark_model engine with op profiling)")
     else:
         model = OnnxModel(args.model, args.threads, args.profile)
 
@@ -342,6 +478,12 @@ def measure(args):
         except OSError as exc:
             raise RunnerError("bad_input", "cannot write --save-output %s: %s" % (args.save_output, _one_line(exc)))
     profile_file = model.end_profiling()
+    profile_kind = "onnxruntime"
+    if fmt == "tflite" and args.profile:
+        profile = profile_tflite_ops(args.model, args.threads, args.runtime, rounds=min(args.runs, 5))
+        profile_file, profile_kind = args.profile + "_ops.json", profile["kind"]
+        with open(profile_file, "w") as f:
+            json.dump(profile, f)
     doc = {
         "runner_version": RUNNER_VERSION, "ok": True,
         "runtime": {"name": model.runtime, "version": str(model.version)},
@@ -353,7 +495,7 @@ def measure(args):
         "load_ms": model.load_ms, "first_ms": first_ms, "latencies_ms": latencies,
         "outputs_saved": args.save_output or None,
         "output_summary": summarize_output(outputs[0]) if outputs else None,
-        "profile": {"kind": "onnxruntime", "file": os.path.abspath(profile_file)} if profile_file else None,
+        "profile": {"kind": profile_kind, "file": os.path.abspath(profile_file)} if profile_file else None,
         "max_rss_kb": _max_rss_kb(),
         "warnings": warnings,
     }

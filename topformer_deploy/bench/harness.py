@@ -160,7 +160,7 @@ class _Session:
             argv += ["--input", self.remote_input]
         if save_output:
             argv += ["--save-output", f"{self.tmp}/output.npy"]
-        if o.profile_dir and remote_model.endswith(".onnx"):
+        if o.profile_dir and o.engine == "python":
             argv += ["--profile", f"{self.tmp}/profile"]
         result = self.t.run(argv, timeout=o.timeout, check=False)
         doc = _runner_json(result.stdout)
@@ -357,7 +357,7 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
 
 
 def _pull_extras(transport: Transport, tmp: str, doc: dict, options: BenchOptions) -> None:
-    """Bring back what the first run wrote on the device: the output array and the ORT profile."""
+    """Bring back what the first run wrote on the device: the output array and the operator profile."""
     if options.save_output and doc.get("outputs_saved"):
         transport.pull(f"{tmp}/output.npy", Path(options.save_output))
         doc["outputs_saved"] = str(options.save_output)

@@ -55,7 +55,8 @@ CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with 
 @click.option("--save-output", type=click.Path(dir_okay=False), default=None,
               help="Pull the model's output (of the first repeat) from the device into this .npy.")
 @click.option("--profile-dir", type=click.Path(file_okay=False), default=None,
-              help="ONNX + python engine: pull onnxruntime's per-operator profile into this directory.")
+              help="python engine: pull the per-operator profile into this directory (onnxruntime's "
+                   "profiler; for TFLite every operator timed as a one-op model).")
 @click.option("--json", "json_out", metavar="OUT", default=None,
               help="Write the result document to OUT ('-' prints it on stdout instead of the table).")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
