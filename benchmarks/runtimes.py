@@ -268,6 +268,31 @@ def _targets(summary: dict, threads: int, size: tuple[int, int]) -> str:
     return "\n".join(lines) + "\n" + note
 
 
+LIMITS = """\
+### What limits the missed targets
+
+Per operator, from `python benchmarks/operators.py` ([OPERATORS.md](OPERATORS.md): every operator of Tiny
+timed in TFLite fp32, TFLite int8 and onnxruntime fp32, same run). On the dev host (AMD EPYC "Zen 1",
+AVX2 + FMA, no AVX-512, no VNNI):
+
+- **TFLite vs ORT**: convolutions are ~90% of TFLite's time, and XNNPACK's convolutions together take ~1.3x
+  as long as onnxruntime's (MLAS, NCHWc) for the same network; TFLite wins only on resize (~5x faster). The graph has
+  no waste left to remove: 4 TRANSPOSE (one per attention block), the 5 PADs are fused into their convs by
+  XNNPACK (timed with them), no layout ops at the boundary. Tried and measured: SAME-padding kernels instead
+  of PADs (1.38x slower), a space-to-depth stem (1.9x slower on the stem), XNNPACK's latest-features and
+  Slinky flags (no change).
+- **int8 vs fp32**: XNNPACK's int8 convolutions are *not faster* than its fp32 ones on this CPU (x86 AVX2
+  without VNNI widens int8 to int16 for each multiply-add), even on compute-bound 1x1 layers; onnxruntime's
+  int8 is slower than its fp32 too. The int8 graph is full-integer where it matters (residual adds
+  included; only the attention's matmuls/softmax and h_sigmoid's scalar ops stay float, 0.4 ms of
+  QUANTIZE/DEQUANTIZE in all), so the remaining gap is the kernels; on
+  Arm (dot-product instructions) int8 is where it pays - measure it there with `bench`.
+- **GEMM peak**: the 1x1 convolutions with 64+ input channels run at 80-90% of the torch GEMM peak, but the
+  3-channel stem (~32%) and the depthwise convolutions (20-45%) are bound by memory, not arithmetic, which
+  holds the whole network near 60-65%.
+"""
+
+
 def _write_results(args, tables: list[str], targets: str) -> None:
     cmd = "python benchmarks/runtimes.py " + " ".join(sys.argv[1:])
     text = (f"# Runtimes side by side\n\nGenerated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by "
@@ -275,7 +300,7 @@ def _write_results(args, tables: list[str], targets: str) -> None:
             "Rows are separate worker processes, interleaved a few runs at a time (so noise hits all alike); "
             "p50 is the median single-inference wall time; peak RSS is the worker's (Python + runtime + model); "
             "GFLOP/s = 2 x conv/matmul MACs / p50. Weights are random but live (latency does not depend on them).\n\n"
-            "## Targets\n\n" + targets + "\n## Tables\n\n" + "\n".join(tables)
+            "## Targets\n\n" + targets + "\n" + LIMITS + "\n## Tables\n\n" + "\n".join(tables)
             + f"\n![p50 latency per runtime]({args.chart.name})\n")
     tmp = args.results.with_suffix(".md.tmp")
     tmp.write_text(text)

@@ -10,7 +10,6 @@ import json
 import os
 from pathlib import Path
 
-from ..files import write_json  # noqa: F401 - re-exported: bench results are written with it
 from ..errors import TopformerDeployError
 
 SCHEMA = "topformer-deploy/bench-result"

@@ -88,8 +88,9 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     from rich.console import Console
 
     from ..bench.harness import BenchOptions, resolve_model, run_bench, run_compare
-    from ..bench.result import result_table, write_json
+    from ..bench.result import result_table
     from ..bench.transports import open_transport
+    from ..files import write_json
     from ..errors import TopformerDeployError
 
     if bool(model) == bool(compare):

@@ -66,7 +66,7 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
     from rich.console import Console
 
     from ..bench.breakdown import BreakdownOptions, run_breakdown
-    from ..bench.result import write_json
+    from ..files import write_json
     from ..errors import TopformerDeployError
 
     if not variant and not checkpoint:
@@ -90,12 +90,11 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
             say(f"loading {calib_count} calibration images from {calib}")
             options.calibration = load_calibration_images(calib, calib_count, input_size)
             options.calibration_source = str(calib)
-        save_partial = None
-        if partial:  # the stages measured so far survive an interruption
-            def save_partial(results):
-                write_json(partial, {"partial": True, "results": results})
+        def save_partial(results):  # the stages measured so far survive an interruption
+            write_json(partial, {"partial": True, "results": results})
+
         doc = run_breakdown(variant or "auto", options, out_dir, checkpoint=checkpoint, progress=say,
-                            on_partial=save_partial)
+                            on_partial=save_partial if partial else None)
     if partial:
         partial.unlink(missing_ok=True)
     show_breakdown(doc, json_out, chart_out)
@@ -105,7 +104,7 @@ def show_breakdown(doc: dict, json_out: str | None = None, chart_out: str | None
     """Write the JSON / chart asked for and print the tables (or the JSON with ``--json -``)."""
     from rich.console import Console
 
-    from ..bench.result import write_json
+    from ..files import write_json
     from ..report import breakdown_table, operator_note, operator_table, write_chart
 
     err = Console(stderr=True)

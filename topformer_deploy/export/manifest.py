@@ -8,7 +8,7 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-from ..files import make_readable, write_atomic  # noqa: F401 - make_readable is used by the exporters
+from ..files import write_atomic
 from ..errors import TopformerDeployError
 
 SCHEMA = "topformer-deploy/manifest"

@@ -14,7 +14,8 @@ from torch import nn
 
 from ..errors import TopformerDeployError
 from . import images
-from .manifest import library_versions, make_readable, now_iso, sha256_file, write_manifest
+from ..files import make_readable
+from .manifest import library_versions, now_iso, sha256_file, write_manifest
 from .offline import quiet_native_output
 from .prepare import OUTPUTS, check_export_size, export_modules, fold_for_export
 from .verify import ArtifactRunner, verify_artifact

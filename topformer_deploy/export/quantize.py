@@ -1,5 +1,8 @@
 """Full-integer int8 export (TFLite and ONNX) calibrated on real images, mixed precision per stage.
 
+This module is the job (:func:`export_int8`, verification, per-stage sensitivity); the routes live in
+:mod:`.int8_tflite` and :mod:`.int8_onnx`, what they share in :mod:`.int8_common`.
+
 * TFLite: ``ROUTES`` holds the two litert-torch routes measured by ``benchmarks/int8_routes.py``:
   ``"pt2e"`` (PT2E quantizer on the exported PyTorch graph, then ``litert_torch.convert`` with its
   ``QuantConfig``) and ``"aeq"`` (ai-edge-quantizer's static int8 recipe applied to the fp32 ``.tflite``,
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -30,8 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import TopformerDeployError
 from ..model.topformer import STAGES
+from .int8_common import STAGE_MODULES, QuantizationError, check_keep_float
+from .int8_onnx import onnx_int8_io, onnx_io_params, onnx_stage_nodes, quantize_onnx
+from .int8_tflite import (aeq_recipe, annotate_tensor_adds, pt2e_calibrate, pt2e_quantizer, quantize_tflite_aeq,
+                          quantize_tflite_pt2e, tflite_float_io, tflite_io_quantization)
 from .manifest import write_manifest
 from .offline import quiet_native_output
 from .pipeline import (ExportResult, VerificationError, artifact_name, check_common_arguments,
@@ -42,363 +47,12 @@ from .verify import ArtifactRunner, compare, from_artifact_layout, to_artifact_l
 ROUTES = ("pt2e", "aeq")
 #: Chosen by benchmarks/int8_routes.py (measured reason in the module docstring).
 TFLITE_ROUTE = "pt2e"
-#: Module paths (inside the TopFormer) of each stage.
-STAGE_MODULES = {"tpm": ("backbone.tpm",), "sase": ("backbone.ppa", "backbone.trans"),
-                 "sim": ("backbone.SIM",), "head": ("decode_head",)}
-#: TFLite tensor names carry the module path as ``<Class>_<attribute>``; ai-edge-quantizer matches these.
-_TFLITE_STAGE_REGEX = {"tpm": r"TokenPyramidModule_tpm", "sase": r"PyramidPoolAgg_ppa|BasicLayer_trans",
-                       "sim": r"InjectionMultiSum_\d", "head": r"SimpleHead_decode_head"}
 #: Verification of an int8 artifact against the float PyTorch model: fraction of 1/8-scale pixels whose
 #: argmax agrees. The trained demo model keeps 0.994 (TFLite PT2E and ONNX); a broken quantization (int8
 #: softmax on random weights, wrong ranges or layout) drops far below (0.11 measured). Enforced only for
 #: checkpoint weights: random weights give near-tied logits everywhere (0.67 measured at 512x512), so
 #: their figures are recorded with ``"enforced": false``.
 INT8_MIN_AGREEMENT = 0.90
-
-
-class QuantizationError(TopformerDeployError):
-    """Quantization could not be done as asked (bad stage name, no calibration data, converter failure)."""
-
-
-def check_keep_float(keep_float: Sequence[str]) -> tuple[str, ...]:
-    """Validated, de-duplicated stage names in data-flow order."""
-    unknown = [s for s in keep_float if s not in STAGES]
-    if unknown:
-        raise QuantizationError(f"unknown stage {', '.join(map(repr, unknown))} for keep_float: "
-                                f"choose from {', '.join(STAGES)}")
-    if set(keep_float) == set(STAGES):
-        raise QuantizationError("keep_float lists every stage: nothing would be quantized (export fp32 instead)")
-    return tuple(s for s in STAGES if s in keep_float)
-
-
-# ---------------------------------------------------------------------------------------------- ONNX
-def _as_tuple(item) -> tuple:
-    return tuple(item) if isinstance(item, (list, tuple)) else (item,)
-
-
-def _reader(samples: Sequence, input_names: Sequence[str], progress: Callable[[int, int], None] | None):
-    """An onnxruntime ``CalibrationDataReader`` feeding the samples one by one (an array, or a tuple of
-    arrays in input order for a multi-input graph)."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self):
-            self._index = 0
-
-        def get_next(self):
-            if self._index >= len(samples):
-                return None
-            self._index += 1
-            if progress is not None:
-                progress(self._index, len(samples))
-            arrays = _as_tuple(samples[self._index - 1])
-            return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in zip(input_names, arrays)}
-
-        def __len__(self):
-            return len(samples)
-
-    return _Reader()
-
-
-def onnx_stage_nodes(model_path: str | os.PathLike, stages: Sequence[str]) -> list[str]:
-    """Names of the ONNX nodes that belong to ``stages`` (by module path, e.g. ``/backbone/tpm/...``)."""
-    import onnx
-
-    prefixes = [p.replace(".", "/") for s in stages for p in STAGE_MODULES[s]]
-    if not prefixes:
-        return []
-    pattern = re.compile(r"^(?:/[^/]+)*?/(?:" + "|".join(map(re.escape, prefixes)) + r")(?:/|$)")
-    return [n.name for n in onnx.load(str(model_path)).graph.node if pattern.match(n.name)]
-
-
-def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: Sequence[np.ndarray], *,
-                  keep_float: Sequence[str] = (), per_channel: bool = True,
-                  calibration_cache: str | os.PathLike | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> dict:
-    """Static QDQ int8 quantization of an fp32 ONNX file; returns what was done (for the manifest).
-
-    ``calibration`` items are NCHW arrays, or tuples of arrays in graph-input order (stage graphs).
-
-    With ``calibration_cache`` an existing cache (ranges by tensor name) is reused instead of calibrating,
-    and a missing one is written - so a stage cut from the same graph gets the same ranges.
-    """
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    keep_float = check_keep_float(keep_float)
-    input_names = [i.name for i in onnx.load(str(fp32_path)).graph.input]
-    excluded = onnx_stage_nodes(fp32_path, keep_float)
-    with tempfile.TemporaryDirectory(prefix="topformer-int8-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_optimization=True)
-        quantize_static(str(prepared), str(out_path), _reader(calibration, input_names, progress),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded or None,
-                        calibration_cache_path=str(calibration_cache) if calibration_cache else None)
-    return {"route": "onnxruntime.quantize_static", "format": "QDQ", "calibrate_method": "MinMax",
-            "per_channel": per_channel, "activation_dtype": "int8", "weight_dtype": "int8",
-            "excluded_nodes": len(excluded)}
-
-
-def onnx_int8_io(path: str | os.PathLike) -> dict:
-    """Make the graph boundary int8 in place: drop the input QuantizeLinear and the output DequantizeLinear.
-
-    Returns ``{"input": {scale, zero_point}, "output": {scale, zero_point}}`` (real = scale * (q - zp)).
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
-    values = {**consts, **inits}
-    params = {}
-    graph_in, graph_out = graph.input[0], graph.output[0]
-    quant = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == graph_in.name]
-    dequant = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] == graph_out.name]
-    if len(quant) != 1 or len(dequant) != 1:
-        raise QuantizationError("cannot make the ONNX boundary int8: the input is not quantized by exactly one "
-                                "QuantizeLinear or the output is not produced by a DequantizeLinear")
-    for key, node, name in (("input", quant[0], graph_in.name), ("output", dequant[0], graph_out.name)):
-        params[key] = {"scale": float(values[node.input[1]]), "zero_point": int(values[node.input[2]])}
-    q_out = quant[0].output[0]
-    for node in graph.node:  # consumers of the quantized input read the (now int8) graph input
-        for i, name in enumerate(node.input):
-            if name == q_out:
-                node.input[i] = graph_in.name
-    dq_in = dequant[0].input[0]
-    graph.node.remove(quant[0])
-    graph.node.remove(dequant[0])
-    for node in graph.node:  # the last quantized tensor becomes the graph output, under the output's name
-        for i, name in enumerate(node.output):
-            if name == dq_in:
-                node.output[i] = graph_out.name
-        for i, name in enumerate(node.input):
-            if name == dq_in:
-                node.input[i] = graph_out.name
-    graph_in.type.tensor_type.elem_type = onnx.TensorProto.INT8
-    graph_out.type.tensor_type.elem_type = onnx.TensorProto.INT8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return params
-
-
-# ---------------------------------------------------------------------------------------------- TFLite
-def _stage_paths(keep_float: Sequence[str]) -> tuple[str, ...]:
-    return tuple(p for s in keep_float for p in STAGE_MODULES[s])
-
-
-def _in_modules(node, paths: Sequence[str]) -> bool:
-    """True if ``node`` was traced inside one of the dotted module ``paths`` (any wrapper prefix allowed)."""
-    for value in node.meta.get("nn_module_stack", {}).values():
-        qualified = "." + str(value[0]).replace("L['self'].", "").replace("L__self__.", "") + "."
-        if any(f".{p}." in qualified for p in paths):
-            return True
-    return False
-
-
-def pt2e_quantizer(keep_float: Sequence[str] = ()):
-    """litert-torch's PT2EQuantizer, static int8, per-channel weights, skipping the nodes of ``keep_float``."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-
-    skip = _stage_paths(check_keep_float(keep_float))
-
-    class StageSkippingQuantizer(PT2EQuantizer):
-        def _annotate_for_static_quantization_config(self, model):
-            keep = lambda n: not _in_modules(n, skip)  # noqa: E731
-            self._annotate_all_static_patterns(model, self.global_config, keep)
-            annotate_tensor_adds(model, self.global_config, keep)
-            return model
-
-    return StageSkippingQuantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-
-
-def annotate_tensor_adds(graph: torch.fx.GraphModule, config, keep: Callable[[object], bool]) -> int:
-    """Annotate every float tensor + tensor ``add`` not yet annotated (the residual and injection adds) as int8.
-
-    litert-torch's ``add`` annotator finds adds by ``source_fn_stack``, which ``torch.export`` no longer
-    records, so without this the residual adds stay float between a DEQUANTIZE and a QUANTIZE (24 float ADDs,
-    54 QUANTIZE/DEQUANTIZE ops in Tiny). Returns the number of adds annotated.
-    """
-    from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec, get_output_act_qspec
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-
-    def is_float_tensor(arg) -> bool:
-        return isinstance(arg, torch.fx.Node) and getattr(arg.meta.get("val"), "dtype", None) == torch.float32
-
-    count = 0
-    for node in graph.graph.nodes:
-        if (node.op != "call_function" or node.target != torch.ops.aten.add.Tensor or not keep(node)
-                or "quantization_annotation" in node.meta or not all(map(is_float_tensor, node.args[:2]))):
-            continue
-        node.meta["quantization_annotation"] = QuantizationAnnotation(
-            input_qspec_map={arg: get_input_act_qspec(config) for arg in node.args[:2]},
-            output_qspec=get_output_act_qspec(config), _annotated=True)
-        count += 1
-    return count
-
-
-def pt2e_calibrate(module: nn.Module, calibration: Sequence[np.ndarray], keep_float: Sequence[str] = (),
-                   progress: Callable[[int, int], None] | None = None):
-    """(converted PT2E GraphModule with fixed int8 ranges, its quantizer) for an NCHW ``module``.
-
-    ``calibration`` items are arrays, or tuples of arrays for a module with several inputs.
-
-    The converted module holds every scale/zero point; its submodules' nodes can be re-exported as stage
-    artifacts with exactly these ranges.
-    """
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = pt2e_quantizer(keep_float)
-    example = tuple(torch.from_numpy(a) for a in _as_tuple(calibration[0]))
-    graph = torch.export.export(module.eval(), example).module()
-    prepared = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for index, item in enumerate(calibration, 1):
-            prepared(*(torch.from_numpy(a) for a in _as_tuple(item)))
-            if progress is not None:
-                progress(index, len(calibration))
-    return move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False)), quantizer
-
-
-def quantize_tflite_pt2e(module: nn.Module, out_path: str | os.PathLike, calibration: Sequence[np.ndarray], *,
-                         keep_float: Sequence[str] = (), int8_io: bool = False, progress=None) -> dict:
-    """PT2E route: calibrate the PyTorch graph, convert with ``QuantConfig(pt2e_quantizer=...)`` (NHWC I/O).
-
-    Several inputs: ``calibration`` items are tuples (every 4-D input/output becomes NHWC).
-    The converter makes the boundary int8 (it folds the input Quantize / output Dequantize into the I/O);
-    unless ``int8_io``, :func:`tflite_float_io` then adds a QUANTIZE / DEQUANTIZE op at the boundary.
-    """
-    from .offline import offline
-
-    converted, quantizer = pt2e_calibrate(module, calibration, keep_float, progress)
-    with offline():
-        import litert_torch
-        from litert_torch.quantize.quant_config import QuantConfig
-
-        example = tuple(torch.from_numpy(a) for a in _as_tuple(calibration[0]))
-        with torch.no_grad():
-            outputs = _as_tuple(converted(*example))
-        wrapped = litert_torch.to_channel_last_io(converted, args=[i for i, x in enumerate(example) if x.ndim == 4],
-                                                  outputs=[i for i, y in enumerate(outputs) if y.ndim == 4])
-        example = tuple(x.permute(0, 2, 3, 1).contiguous() if x.ndim == 4 else x for x in example)
-        edge = litert_torch.convert(wrapped, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
-        edge.export(str(out_path))
-    if not int8_io:
-        tflite_float_io(out_path)
-    return {"route": "pt2e", "per_channel": True, "activation_dtype": "int8", "weight_dtype": "int8",
-            "int8_io": int8_io}
-
-
-def tflite_float_io(path) -> None:
-    """Give an int8-boundary ``.tflite`` float32 inputs/outputs in place: a QUANTIZE op after each int8 input
-    and a DEQUANTIZE op before each int8 output, keeping the tensor names the signature exposes."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    path = Path(path)
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
-    graph = model.subgraphs[0]
-
-    def opcode(builtin: int) -> int:
-        for index, code in enumerate(model.operatorCodes):
-            if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-                return index
-        code = schema.OperatorCodeT()
-        code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
-        model.operatorCodes.append(code)
-        return len(model.operatorCodes) - 1
-
-    def float_twin(index: int) -> int:
-        quantized = graph.tensors[index]
-        twin = schema.TensorT()
-        twin.name, twin.shape, twin.type = quantized.name, list(quantized.shape), schema.TensorType.FLOAT32
-        twin.shapeSignature = quantized.shapeSignature
-        buffer = schema.BufferT()
-        model.buffers.append(buffer)
-        twin.buffer = len(model.buffers) - 1
-        quantized.name = quantized.name + b"_int8" if isinstance(quantized.name, bytes) else quantized.name + "_int8"
-        graph.tensors.append(twin)
-        return len(graph.tensors) - 1
-
-    graph.inputs, graph.outputs = [int(i) for i in graph.inputs], [int(i) for i in graph.outputs]
-    renamed = {}
-    for position, index in enumerate(graph.inputs):
-        if graph.tensors[index].type != schema.TensorType.INT8:
-            continue
-        new = float_twin(index)
-        op = schema.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = opcode(schema.BuiltinOperator.QUANTIZE), [new], [index]
-        graph.operators.insert(0, op)
-        graph.inputs[position] = new
-        renamed[index] = new
-    for position, index in enumerate(graph.outputs):
-        if graph.tensors[index].type != schema.TensorType.INT8:
-            continue
-        new = float_twin(index)
-        op = schema.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = opcode(schema.BuiltinOperator.DEQUANTIZE), [index], [new]
-        graph.operators.append(op)
-        graph.outputs[position] = new
-        renamed[index] = new
-    for signature in model.signatureDefs or []:
-        for entry in list(signature.inputs or []) + list(signature.outputs or []):
-            entry.tensorIndex = renamed.get(entry.tensorIndex, entry.tensorIndex)
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
-
-
-def aeq_recipe(keep_float: Sequence[str] = (), int8_io: bool = False):
-    """ai-edge-quantizer recipe: static int8 (per-channel weights) everywhere except ``keep_float`` stages;
-    float graph boundary unless ``int8_io``."""
-    from ai_edge_quantizer import qtyping, recipe_manager
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
-
-    manager = recipe_manager.RecipeManager()
-    manager.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                              activation_num_bits=8, weight_num_bits=8)
-    for stage in check_keep_float(keep_float):
-        manager.add_quantization_config(regex=f".*(?:{_TFLITE_STAGE_REGEX[stage]}).*",
-                                        operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                                        algorithm_key=AlgorithmName.NO_QUANTIZE)
-    if not int8_io:
-        for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
-            manager.add_quantization_config(regex=".*", operation_name=op, algorithm_key=AlgorithmName.NO_QUANTIZE)
-    return manager.get_quantization_recipe()
-
-
-def quantize_tflite_aeq(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
-                        calibration: Sequence[np.ndarray], *, keep_float: Sequence[str] = (), int8_io: bool = False,
-                        progress: Callable[[int, int], None] | None = None) -> tuple[dict, dict]:
-    """ai-edge-quantizer route on an NHWC fp32 ``.tflite``; returns (what was done, calibration result).
-
-    The calibration result maps tensor names to their min/max and can be passed back as
-    ``previous_calibration_result`` to quantize a graph sharing those tensor names with the same ranges.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer as aeq
-
-    signatures = Interpreter(model_path=str(fp32_path)).get_signature_list()
-    signature = next(iter(signatures))
-    input_name = signatures[signature]["inputs"][0]
-
-    samples = [{input_name: np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)} for x in calibration]
-    qt = aeq.Quantizer(str(fp32_path), aeq_recipe(keep_float, int8_io))
-    if progress is not None:
-        progress(0, len(samples))
-    ranges = qt.calibrate({signature: samples}, num_threads=1)  # needs a list: it iterates more than once
-    if progress is not None:
-        progress(len(samples), len(samples))
-    result = qt.quantize(ranges, enable_progress_report=False)
-    Path(out_path).write_bytes(bytes(result.quantized_model))
-    return ({"route": "aeq", "per_channel": True, "activation_dtype": "int8", "weight_dtype": "int8",
-             "int8_io": int8_io}, ranges)
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -496,14 +150,6 @@ def int8_artifact_name(variant: str, input_size: tuple[int, int], output: str, f
     return name
 
 
-def tflite_io_quantization(path: str | os.PathLike) -> dict:
-    """``{"input": {scale, zero_point} | None, "output": ...}`` of a ``.tflite``; None for a float side."""
-    runner = ArtifactRunner(path)
-    details = runner._runner.get_input_details(), runner._runner.get_output_details()
-    first = [next(iter(d.values())) for d in details]
-    return {key: ({"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}
-                  if d["dtype"] == np.int8 else None)
-            for key, d in zip(("input", "output"), first)}
 
 
 def verify_int8(path: str | os.PathLike, reference: nn.Module, inputs_nchw: Sequence[np.ndarray],
@@ -516,7 +162,7 @@ def verify_int8(path: str | os.PathLike, reference: nn.Module, inputs_nchw: Sequ
     nhwc = runner.format == "tflite"
     io = io_quantization
     if io is None and runner.inputs()[0]["dtype"] == "int8":
-        io = tflite_io_quantization(path) if nhwc else _onnx_io_params(path)
+        io = tflite_io_quantization(path) if nhwc else onnx_io_params(path)
     references, actuals = [], []
     with torch.no_grad():
         for x in inputs_nchw:
@@ -543,8 +189,6 @@ def dequantize_array(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def _onnx_io_params(path) -> dict:
-    raise QuantizationError(f"{path}: int8 ONNX boundary without recorded scales; pass io_quantization")
 
 
 def _io_manifest(manifest: dict, io: dict | None) -> None:
@@ -655,3 +299,10 @@ def sensitivity_report(checkpoint: str | os.PathLike, data_dir: str | os.PathLik
                                        progress=progress)
     return stage_sensitivity(str(checkpoint), data_dir, quantize_stage, stages=stages,
                              input_size=tuple(input_size), **eval_kwargs)
+
+
+__all__ = ["INT8_MIN_AGREEMENT", "ROUTES", "STAGE_MODULES", "TFLITE_ROUTE", "QuantizationError", "aeq_recipe",
+           "annotate_tensor_adds", "check_keep_float", "dequantize_array", "export_int8", "int8_artifact_name",
+           "onnx_int8_io", "onnx_stage_nodes", "pt2e_calibrate", "pt2e_quantizer", "quantize_array",
+           "quantize_onnx", "quantize_tflite_aeq", "quantize_tflite_pt2e", "sensitivity_report",
+           "stage_calibration_inputs", "stage_quantizer", "tflite_float_io", "tflite_io_quantization", "verify_int8"]
