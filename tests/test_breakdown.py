@@ -223,7 +223,6 @@ def test_cli_breakdown_writes_json_and_chart(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--input-size", "100"], "multiples of 64"),
     (["--precision", "int8"], "needs --calib"),
-    (["--to", "onnx", "--precision", "fp16"], "fp16"),
     (["--to", "onnx", "--engine", "benchmark_model"], "TFLite artifacts only"),
 ])
 def test_cli_bad_input_is_one_line(args, message, tmp_path):

@@ -145,6 +145,21 @@ def test_fp16_stores_float16_weights(fp16_export):
     assert manifest["size_bytes"] < 4_000_000  # the fp32 artifact is ~5.6 MB
 
 
+def test_onnx_fp16_computes_in_float16_with_float32_io(tiny_model, tiny_checkpoint, tmp_path):
+    import onnx
+
+    result = export_model(tiny_model, "onnx", tmp_path, input_size=SIZE, precision="fp16", checkpoint=tiny_checkpoint)
+    manifest = result.manifest
+    assert result.path.name.endswith("_fp16_logits.onnx") and manifest["precision"] == "fp16"
+    assert manifest["verification"]["enforced"] and manifest["verification"]["passed"]
+    assert manifest["verification"]["argmax_agreement"] >= 0.99
+    graph = onnx.load(str(result.path)).graph
+    float16 = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert len(float16) >= 50  # conv weights and biases
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # callers feed float32 as for fp32
+    assert manifest["input"]["dtype"] == "float32"
+
+
 # --- refusing, failing cleanly ----------------------------------------------------------------------
 
 def test_forced_verification_failure_leaves_no_artifact(tiny_model, tmp_path, monkeypatch):
@@ -163,7 +178,7 @@ def test_size_not_multiple_of_64_is_refused_with_nearest_sizes(tiny_model, tmp_p
 @pytest.mark.parametrize("args, message", [
     (["--to", "tflite"], "give --variant"),
     (["--variant", "tiny", "--to", "tflite", "--input-size", "480x360"], "nearest exportable sizes"),
-    (["--variant", "tiny", "--to", "onnx", "--precision", "fp16"], "ONNX export is fp32 or int8"),
+    (["--variant", "tiny", "--to", "onnx", "--precision", "int4"], "Invalid value"),
     (["--variant", "small", "--to", "onnx", "--checkpoint", "TINY"], "does not fit TopFormer-small"),
     (["--to", "onnx", "--checkpoint", "/nonexistent.pth"], "checkpoint not found"),
 ])

@@ -89,7 +89,7 @@ def export_stage(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path
         if fmt == "tflite":
             convert_tflite(module, inputs, partial, precision=precision, nhwc=True)
         else:
-            convert_onnx(module, inputs, partial, input_names, output_names)
+            convert_onnx(module, inputs, partial, input_names, output_names, precision=precision)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
@@ -463,8 +463,6 @@ def run_breakdown(model: TopFormer | str, options: BreakdownOptions | None = Non
         raise TopformerDeployError(f"unknown format {options.fmt!r}: use tflite or onnx")
     if options.precision not in PRECISIONS:
         raise TopformerDeployError(f"unknown precision {options.precision!r}: use fp32, fp16 or int8")
-    if options.fmt == "onnx" and options.precision == "fp16":
-        raise TopformerDeployError("ONNX fp16 is not exported by this tool: use --to tflite for fp16")
     if options.engine == "benchmark_model" and options.fmt != "tflite":
         raise TopformerDeployError("--engine benchmark_model runs TFLite artifacts only")
     h, w = options.input_size

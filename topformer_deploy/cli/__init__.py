@@ -51,6 +51,12 @@ class LazyGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except click.UsageError as exc:  # bad options of a subcommand: one line too, with where to look
+            if isinstance(exc, click.exceptions.NoArgsIsHelpError) or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

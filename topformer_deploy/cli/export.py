@@ -20,7 +20,8 @@ _STEPS = {"load": "Loading the model", "calibrate": "Calibrating", "fold": "Fold
 @click.option("--input-size", type=INPUT_SIZE, default="512", show_default=True,
               help="512 or HxW; multiples of 64 (others are refused with the nearest exportable sizes).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-              help="fp16 stores float16 weights (TFLite only); int8 is full-integer with calibration.")
+              help="fp16: float16 weights (TFLite; ONNX also computes in float16), float32 I/O; "
+                   "int8 is full-integer with calibration.")
 @click.option("--calib", default="synthetic", show_default=True, metavar="DIR|synthetic",
               help="int8: folder of calibration images (jpg/png, any size) or 'synthetic'.")
 @click.option("--calib-count", type=click.IntRange(min=1), default=32, show_default=True,
@@ -55,8 +56,6 @@ def export(variant, target, checkpoint, input_size, precision, calib, calib_coun
     from ..model import load_checkpoint
 
     formats = ["onnx", "tflite"] if target == "all" else [target]
-    if precision == "fp16" and "onnx" in formats:
-        raise TopformerDeployError("ONNX export is fp32 or int8; use --to tflite for fp16")
     if precision != "int8" and (keep_float or int8_io):
         raise TopformerDeployError("--keep-float and --int8-io apply to --precision int8 only")
     if checkpoint is None and variant is None:

@@ -21,7 +21,7 @@ from .prepare import OUTPUTS, check_export_size, export_modules, fold_for_export
 from .verify import ArtifactRunner, verify_artifact
 
 FORMATS = ("onnx", "tflite")
-PRECISIONS = {"onnx": ("fp32",), "tflite": ("fp32", "fp16")}
+PRECISIONS = {"onnx": ("fp32", "fp16"), "tflite": ("fp32", "fp16")}
 INPUT_NAME = "image"
 
 
@@ -106,7 +106,8 @@ def _convert(module, example, tmp: Path, fmt: str, precision: str, output: str, 
         if fmt == "onnx":
             from .onnx import convert_onnx
 
-            convert_onnx(module, (example,), tmp, [INPUT_NAME], [_output_name(output)], opset=opset)
+            convert_onnx(module, (example,), tmp, [INPUT_NAME], [_output_name(output)], opset=opset,
+                         precision=precision)
         else:
             from .tflite import convert_tflite
 
