@@ -175,6 +175,9 @@ def test_breakdown_on_local_gives_table_json_chart_and_operator_view(tiny, onnx_
     view = operator_view(artifacts, options, lambda msg: None)
     assert view["available"] and list(view["stages"]) == list(NETWORK_STAGES)
     assert view["unattributed"]["ms"] <= 0.05 * view["total_ms"]
+    times = [op["ms"] for op in view["ops"]]
+    assert times == sorted(times, reverse=True) and {op["name"] for op in view["ops"][:10]} & {"Conv", "Resize"}
+    assert sum(op["ms"] for op in view["ops"]) == pytest.approx(view["ms_per_run"])
     doc = summarize_breakdown(tiny, results, artifacts, options, "checkpoint", view)
     rows = {r["stage"]: r for r in doc["stages"]}
     assert sum(rows[s]["params"] for s in NETWORK_STAGES) == doc["whole"]["params"] == sum(
@@ -204,6 +207,14 @@ def test_tflite_operator_view_with_the_python_engine(tflite_stages):
     assert list(view["stages"]) == list(NETWORK_STAGES)
     assert view["unattributed"]["ms"] <= 0.05 * view["total_ms"]
     assert view["ops"][0]["ms"] >= view["ops"][-1]["ms"] and view["ops"][0]["stage"] in NETWORK_STAGES
+    from rich.console import Console
+
+    from topformer_deploy.report import slowest_operators_table
+
+    text = Console(width=200, record=True)
+    text.print(slowest_operators_table({"operator_view": view}, limit=5))
+    rendered = text.export_text()
+    assert f"slowest operators ({len(view['ops'])} profiled)" in rendered and view["ops"][0]["name"] in rendered
 
 
 def test_cli_breakdown_writes_json_and_chart(tmp_path):

@@ -65,6 +65,23 @@ def operator_table(doc: dict) -> Table | None:
     return table
 
 
+def slowest_operators_table(doc: dict, limit: int = 10) -> Table | None:
+    """The ``limit`` slowest operators of the operator view (ms per run, share of the profiled total)."""
+    view = doc.get("operator_view") or {}
+    ops = view.get("ops") if view.get("available") else None
+    if not ops:
+        return None
+    total = sum(op["ms"] for op in ops) or 1.0
+    table = Table(title=f"slowest operators ({len(ops)} profiled)")
+    for name in ("stage", "operator", "output / node", "ms / run", "share"):
+        table.add_column(name, justify="right" if name in ("ms / run", "share") else "left")
+    for op in ops[:limit]:
+        where = "x".join(map(str, op["output_shape"][1:])) if op.get("output_shape") else (op.get("node") or "")
+        table.add_row(STAGE_LABELS.get(op.get("stage"), op.get("stage") or "-"), op["name"], where,
+                      f"{op['ms']:.3f}", _pct(op["ms"] / total))
+    return table
+
+
 def operator_note(doc: dict) -> str | None:
     """One line saying why there is no operator view, if there is none."""
     view = doc.get("operator_view") or {}

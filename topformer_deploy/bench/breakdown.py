@@ -314,7 +314,7 @@ def _python_operator_view(entry: dict, options: BreakdownOptions, progress: Prog
 
     from .benchmark_model import parse_onnxruntime_profile
     from .harness import BenchOptions, run_bench
-    from .stages import tflite_op_stages
+    from .stages import stage_of_node, tflite_op_stages
     from .transports import open_transport
 
     onnx = options.fmt == "onnx"
@@ -333,12 +333,19 @@ def _python_operator_view(entry: dict, options: BreakdownOptions, progress: Prog
             return {"available": False, "source": source, "reason": "the runner wrote no profile"}
         text = Path(profile["local_file"]).read_text()
     if onnx:
-        view = attribute_ops(parse_onnxruntime_profile(text), "node", "dur_ms")
+        events = parse_onnxruntime_profile(text)
+        view = attribute_ops(events, "node", "dur_ms")
         calls = warmup + runs
         for entry_ in [*view["stages"].values(), view["unattributed"]]:
             entry_["ms_per_run"] = entry_["ms"] / calls
+        per_node: dict[str, dict] = {}
+        for event in events:
+            row = per_node.setdefault(event["node"], {"name": event["op_type"], "node": event["node"], "ms": 0.0,
+                                                      "stage": stage_of_node(event["node"] or "")})
+            row["ms"] += event["dur_ms"] / calls
         view.update({"available": True, "source": source, "profiled_runs": calls,
-                     "ms_per_run": view["total_ms"] / calls})
+                     "ms_per_run": view["total_ms"] / calls,
+                     "ops": sorted(per_node.values(), key=lambda r: -r["ms"])})
         return view
     stages = tflite_op_stages(entry["path"])
     rows = [{**row, "stage": stages[row["index"]][1]} for row in json.loads(text)["rows"] if "ms" in row]

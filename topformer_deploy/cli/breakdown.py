@@ -105,7 +105,7 @@ def show_breakdown(doc: dict, json_out: str | None = None, chart_out: str | None
     from rich.console import Console
 
     from ..files import write_json
-    from ..report import breakdown_table, operator_note, operator_table, write_chart
+    from ..report import breakdown_table, operator_note, operator_table, slowest_operators_table, write_chart
 
     err = Console(stderr=True)
     if json_out and json_out != "-":
@@ -119,6 +119,9 @@ def show_breakdown(doc: dict, json_out: str | None = None, chart_out: str | None
         out.print(breakdown_table(doc))
         ops = operator_table(doc)
         out.print(ops if ops is not None else operator_note(doc))
+        slowest = slowest_operators_table(doc)
+        if slowest is not None:
+            out.print(slowest)
     if any(r["conditions"].get("hot") for r in doc["results"].values()):
         err.print("[yellow]warning: the device was hot or throttled during the runs; results are flagged[/]")
     for what, path in (("breakdown", json_out), ("chart", chart_out)):
