@@ -28,7 +28,7 @@ SIZE = (64, 64)
 NUM_CLASSES = 8
 RUNTIMES = {"tflite": "ai_edge_litert", "onnx": "onnxruntime"}
 TOLERANCE = 1e-5      # float outputs: max |arm - x86| relative to max |x86|
-INT8_MEAN_STEPS = 6   # int8 outputs: mean difference in quantization steps (observed 1.6-2.8)
+INT8_MEAN_STEPS = 6   # int8 outputs: mean difference in quantization steps (PT2E route: 0.96 observed)
 
 
 def _unavailable(reason: str):
@@ -62,7 +62,9 @@ def board():
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory) -> dict[str, Path]:
     """Random-weight Tiny (8 classes) at 64x64: TFLite fp32, TFLite int8, ONNX fp32, each with a manifest."""
-    from topformer_deploy.export.pipeline import PRECISIONS, export_model
+    from topformer_deploy.export.calibration import load_calibration_images
+    from topformer_deploy.export.pipeline import export_model
+    from topformer_deploy.export.quantize import export_int8
     from topformer_deploy.model import build_model
 
     import torch
@@ -74,37 +76,11 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
     for key, fmt, precision in (("tflite-fp32", "tflite", "fp32"), ("onnx-fp32", "onnx", "fp32")):
         made[key] = export_model(model, fmt, out, input_size=SIZE, precision=precision, weights="random",
                                  verify=False).path
-    if "int8" in PRECISIONS.get("tflite", ()):
-        made["tflite-int8"] = export_model(model, "tflite", out, input_size=SIZE, precision="int8",
-                                           weights="random", verify=False).path
-    else:   # the exporter has no int8 yet: static int8 with ai-edge-quantizer (a litert-torch dependency)
-        made["tflite-int8"] = _quantize_int8(made["tflite-fp32"])
+    # the exporter's own int8 route (PT2E), with an int8 boundary so the outputs compare in quantization steps
+    made["tflite-int8"] = export_int8(model, "tflite", out, input_size=SIZE, weights="random", int8_io=True,
+                                      calibration=load_calibration_images("synthetic", 4, SIZE, seed=0),
+                                      verify=False).path
     return made
-
-
-def _quantize_int8(fp32: Path) -> Path:
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer, recipe
-
-    from topformer_deploy.export.manifest import sha256_file
-
-    signatures = Interpreter(str(fp32)).get_signature_list()
-    key = next(iter(signatures))
-    name = signatures[key]["inputs"][0]
-    rng = np.random.default_rng(0)
-    calibration = {key: [{name: rng.uniform(0, 255, (1, *SIZE, 3)).astype(np.float32)} for _ in range(4)]}
-    q = quantizer.Quantizer(str(fp32))
-    q.load_quantization_recipe(recipe.static_wi8_ai8())
-    target = fp32.with_name(fp32.name.replace("_fp32_", "_int8_"))
-    q.quantize(q.calibrate(calibration)).export_model(str(target), overwrite=True)
-    manifest = json.loads(fp32.with_name(fp32.name + ".json").read_text())
-    manifest.update(artifact=target.name, precision="int8", verification=None,
-                    size_bytes=target.stat().st_size, sha256=sha256_file(target))
-    manifest["input"] = {**manifest["input"], "dtype": "int8"}       # static_wi8_ai8 makes int8 I/O
-    manifest["inputs"] = [{**entry, "dtype": "int8"} for entry in manifest.get("inputs", [])]
-    manifest["output"] = {**manifest["output"], "dtype": "int8"}
-    target.with_name(target.name + ".json").write_text(json.dumps(manifest, indent=2))
-    return target
 
 
 def _bench(*args: str) -> dict:
@@ -172,14 +148,27 @@ def test_bench_on_aarch64_matches_x86(board, artifacts, kind, tmp_path):
           f"class agreement {agreement:.1%}, aarch64 p50 {arm['stats']['p50']:.1f} ms under qemu")
     if reference.dtype == np.int8:
         # LiteRT's int8 kernels requantize differently on x86 and Arm (also without XNNPACK): a few
-        # steps per layer, which 1e-5 cannot describe. Random weights amplify it (1.6-2.8 steps on average
-        # seen, up to 15; the 8 random-weight logits are so close that argmax flips); a broken int8 path
-        # would be off by tens of steps.
+        # steps per layer, which 1e-5 cannot describe. Random weights amplify it (PT2E route: 0.96 steps on
+        # average, max 3; ai-edge-quantizer's route: 1.6-2.8, up to 15); a broken int8 path would be off by
+        # tens of steps.
         steps = float(np.mean(np.abs(emulated.astype(np.int32) - reference.astype(np.int32))))
         print(f"{kind}: mean |aarch64 - x86| = {steps:.2f} quantization steps")
         assert steps <= INT8_MEAN_STEPS
     else:
         assert difference / scale <= TOLERANCE
+
+
+def test_tflite_operator_profile_on_aarch64(board, artifacts, tmp_path):
+    """The runner's one-op TFLite profile runs on the board and comes back through the harness."""
+    doc = _bench("--model", str(artifacts["tflite-fp32"]), "--device", board.target, "--ssh-config",
+                 board.ssh_config, "--python", board.python, "--warmup", "0", "--runs", "1",
+                 "--profile-dir", str(tmp_path / "profile"), "--json", str(tmp_path / "arm.json"))
+    assert doc["device"]["arch"] == "aarch64"
+    profile = doc["runner"]["profile"]
+    assert profile["kind"] == "tflite-one-op" and Path(profile["local_file"]).parent == tmp_path / "profile"
+    rows = json.loads(Path(profile["local_file"]).read_text())["rows"]
+    assert len(rows) > 50 and not [r for r in rows if "error" in r]
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL"} <= {n for r in rows for n in r["name"].split("+")}
 
 
 @pytest.mark.parametrize("text, deb822, expected", [
