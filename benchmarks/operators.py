@@ -240,7 +240,7 @@ def main(argv=None) -> int:
         ort_ = onnx_profile(paths["onnx-fp32"], args.threads, runs=10 * args.rounds)
         peak = max(peak, gemm_peak(args.threads))
     text = (f"# Operators side by side\n\nGenerated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by "
-            f"`python benchmarks/operators.py {' '.join(sys.argv[1:])}`.\n\nMachine: {_machine()}.\n\n" + EXPLAIN + "\n"
+            f"`{' '.join(['python benchmarks/operators.py', *sys.argv[1:]])}`.\n\nMachine: {_machine()}.\n\n" + EXPLAIN + "\n"
             + render(args.variant, size, args.threads, fp32, int8, ort_, peak))
     tmp_out = args.out.with_suffix(".md.tmp")
     tmp_out.write_text(text)

@@ -287,7 +287,7 @@ AVX2 + FMA, no AVX-512, no VNNI):
   included; only the attention's matmuls/softmax and h_sigmoid's scalar ops stay float, 0.4 ms of
   QUANTIZE/DEQUANTIZE in all), so the remaining gap is the kernels; on
   Arm (dot-product instructions) int8 is where it pays - measure it there with `bench`.
-- **GEMM peak**: the 1x1 convolutions with 32+ input channels run at 80-90% of the torch GEMM peak, but the
+- **GEMM peak**: most 1x1 convolutions with 32+ input channels run at 75-90% of the torch GEMM peak, but the
   3-channel stem (~32%) and the depthwise convolutions (20-45%) are bound by memory, not arithmetic, which
   holds the whole network near 60-65%.
 """
