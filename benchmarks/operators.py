@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtimes import GEMM_N, machine_line, versions_line  # benchmarks/ is this script's directory
+
 HERE = Path(__file__).resolve().parent
 #: operator kind -> category, for TFLite builtin names and onnxruntime op types alike
 CATEGORIES = {
@@ -151,7 +153,7 @@ def conv_macs(name: str, output_shape: list[int], input_shapes: list[list[int]])
     return h * w * c_out * weight[1] * weight[2] * weight[3]
 
 
-def gemm_peak(threads: int, n: int = 1024, reps: int = 10) -> float:
+def gemm_peak(threads: int, n: int = GEMM_N, reps: int = 10) -> float:
     """Single-core fp32 GEMM rate (GFLOP/s) of torch.mm n x n, as benchmarks/runtimes.py measures it."""
     import torch
 
@@ -240,7 +242,7 @@ def main(argv=None) -> int:
         ort_ = onnx_profile(paths["onnx-fp32"], args.threads, runs=10 * args.rounds)
         peak = max(peak, gemm_peak(args.threads))
     text = (f"# Operators side by side\n\nGenerated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by "
-            f"`{' '.join(['python benchmarks/operators.py', *sys.argv[1:]])}`.\n\nMachine: {_machine()}.\n\n" + EXPLAIN + "\n"
+            f"`{' '.join(['python benchmarks/operators.py', *sys.argv[1:]])}`.\n\nMachine: {machine_line()}.\nVersions: {versions_line()}.\n\n" + EXPLAIN + "\n"
             + render(args.variant, size, args.threads, fp32, int8, ort_, peak))
     tmp_out = args.out.with_suffix(".md.tmp")
     tmp_out.write_text(text)
@@ -250,23 +252,6 @@ def main(argv=None) -> int:
                                          "gemm_peak_gflops": peak}, default=str))
     print(text)
     return 0
-
-
-def _machine() -> str:
-    import os
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    from ai_edge_litert import __version__ as litert
-    import onnxruntime
-
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, Linux {platform.release()}; ai-edge-litert {litert}, "
-            f"onnxruntime {onnxruntime.__version__}")
 
 
 EXPLAIN = """\

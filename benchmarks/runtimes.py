@@ -174,7 +174,8 @@ def measure(specs: dict[str, dict], threads: int, runs: int, chunk: int = 3) -> 
     return results
 
 
-def _machine() -> str:
+def machine_line() -> str:
+    """CPU model, logical CPUs, OS and Python of this machine, one line."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -186,7 +187,8 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def _versions() -> str:
+def versions_line() -> str:
+    """Versions of the libraries the benchmarks measure, one line."""
     from importlib.metadata import version
 
     names = ["torch", "onnxruntime", "ai-edge-litert", "litert-torch", "onnx"]
@@ -296,7 +298,7 @@ AVX2 + FMA, no AVX-512, no VNNI):
 def _write_results(args, tables: list[str], targets: str) -> None:
     cmd = "python benchmarks/runtimes.py " + " ".join(sys.argv[1:])
     text = (f"# Runtimes side by side\n\nGenerated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by "
-            f"`{cmd.strip()}`.\n\nMachine: {_machine()}.\nVersions: {_versions()}.\n\n"
+            f"`{cmd.strip()}`.\n\nMachine: {machine_line()}.\nVersions: {versions_line()}.\n\n"
             "Rows are separate worker processes, interleaved a few runs at a time (so noise hits all alike); "
             "p50 is the median single-inference wall time; peak RSS is the worker's (Python + runtime + model); "
             "GFLOP/s = 2 x conv/matmul MACs / p50. Weights are random but live (latency does not depend on them).\n\n"

@@ -312,7 +312,7 @@ def _python_operator_view(entry: dict, options: BreakdownOptions, progress: Prog
     import json
     import tempfile
 
-    from .benchmark_model import parse_onnxruntime_profile
+    from .benchmark_model import parse_onnxruntime_profile, summarize_onnxruntime_profile
     from .harness import BenchOptions, run_bench
     from .stages import stage_of_node, tflite_op_stages
     from .transports import open_transport
@@ -338,14 +338,10 @@ def _python_operator_view(entry: dict, options: BreakdownOptions, progress: Prog
         calls = warmup + runs
         for entry_ in [*view["stages"].values(), view["unattributed"]]:
             entry_["ms_per_run"] = entry_["ms"] / calls
-        per_node: dict[str, dict] = {}
-        for event in events:
-            row = per_node.setdefault(event["node"], {"name": event["op_type"], "node": event["node"], "ms": 0.0,
-                                                      "stage": stage_of_node(event["node"] or "")})
-            row["ms"] += event["dur_ms"] / calls
+        ops = [{"name": node["op_type"], "node": node["node"], "ms": node["total_ms"] / calls,
+                "stage": stage_of_node(node["node"] or "")} for node in summarize_onnxruntime_profile(events)]
         view.update({"available": True, "source": source, "profiled_runs": calls,
-                     "ms_per_run": view["total_ms"] / calls,
-                     "ops": sorted(per_node.values(), key=lambda r: -r["ms"])})
+                     "ms_per_run": view["total_ms"] / calls, "ops": ops})
         return view
     stages = tflite_op_stages(entry["path"])
     rows = [{**row, "stage": stages[row["index"]][1]} for row in json.loads(text)["rows"] if "ms" in row]
