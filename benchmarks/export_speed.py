@@ -1,7 +1,7 @@
 """Wall time and peak memory of ``topformer-deploy export`` (imports and verification included).
 
 Each export runs as its own child process; its peak RSS and CPU time come from the kernel's rusage of
-that child (``os.wait4``, the per-child form of ``getrusage(RUSAGE_CHILDREN)``). Target (issue 3): Tiny
+that child (``os.wait4``, the per-child form of ``getrusage(RUSAGE_CHILDREN)``). Target: Tiny
 512x512 to TFLite in under 20 s and 1.5 GB peak on the 2-core CI machine.
 
     python benchmarks/export_speed.py [--variant tiny] [--size 512] [--formats tflite,onnx] [--repeat 1] [--keep DIR]

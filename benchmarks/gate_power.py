@@ -166,7 +166,7 @@ def _draw(rng, sessions: list[np.ndarray], layout: tuple[int, int] | None, runs:
 def simulate_rates(sessions: list[np.ndarray], layout, runs: int, slowdown: float, max_slowdown: float,
                    alpha: float, trials: int, seed: int = 0) -> dict[str, float]:
     """Fraction of each verdict of ``compare_samples`` when the candidate is ``(1 + slowdown)`` x real runs."""
-    from topformer_deploy.bench.gate import compare_samples
+    from topformer_deploy.gate.verdict import compare_samples
 
     rng = np.random.default_rng(seed)
     counts: dict[str, int] = {"regression": 0, "improvement": 0, "same": 0, "inconclusive": 0}

@@ -70,7 +70,8 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from topformer_deploy.bench.harness import BenchOptions, resolve_model, run_bench
+    from topformer_deploy.bench.cache import resolve_model
+    from topformer_deploy.bench.harness import BenchOptions, run_bench
     from topformer_deploy.bench.transports import LocalTransport, SshTransport, open_transport
 
     console = Console(stderr=True)

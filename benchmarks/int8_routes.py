@@ -24,15 +24,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from topformer_deploy.data import NUM_CLASSES, generate_sample, preprocess  # noqa: E402
-from topformer_deploy.evaluate import confusion_matrix, scores  # noqa: E402
-from topformer_deploy.export import (  # noqa: E402
-    convert_onnx, convert_tflite, random_live_model, tflite_op_histogram)
+from topformer_deploy.artifact import dequantize_array, quantize_array  # noqa: E402
+from topformer_deploy.data import NUM_CLASSES, generate_sample  # noqa: E402
+from topformer_deploy.eval.metrics import confusion_matrix, scores  # noqa: E402
+from topformer_deploy.export import convert_onnx, convert_tflite, tflite_op_histogram  # noqa: E402
 from topformer_deploy.export.calibration import load_calibration_images  # noqa: E402
+from topformer_deploy.export.int8_onnx import quantize_onnx  # noqa: E402
+from topformer_deploy.export.int8_tflite import (  # noqa: E402
+    quantize_tflite_aeq, quantize_tflite_pt2e, tflite_io_quantization)
 from topformer_deploy.export.prepare import export_modules, fold_for_export  # noqa: E402
-from topformer_deploy.export.quantize import (  # noqa: E402
-    dequantize_array, quantize_array, quantize_onnx, quantize_tflite_aeq, quantize_tflite_pt2e,
-    tflite_io_quantization)
+from topformer_deploy.images import preprocess  # noqa: E402
+from topformer_deploy.model import random_live_model  # noqa: E402
 from topformer_deploy.export.verify import ArtifactRunner  # noqa: E402
 from topformer_deploy.model import load_checkpoint  # noqa: E402
 

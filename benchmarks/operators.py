@@ -3,7 +3,7 @@
 
     python benchmarks/operators.py [--variant tiny] [--size 512] [--threads 1] [--rounds 5] [--artifacts DIR]
 
-Explains issue 8's missed targets at the operator level. TFLite operators are timed the way the device runner's
+Explains RESULTS.md's missed targets at the operator level. TFLite operators are timed the way the device runner's
 ``--profile`` does it (each operator as its own one-op model, a zero PAD with the conv it feeds); onnxruntime
 with its own profiler (kernel time). Both whole models are timed too, so each column's sum can be checked
 against its whole. The per-layer table puts each convolution's fp32 and int8 time side by side (the k-th
@@ -47,13 +47,14 @@ def category(kind: str) -> str:
 
 def export_artifacts(variant: str, size: tuple[int, int], out: Path) -> dict[str, Path]:
     """TFLite fp32 + int8 (PT2E) and ONNX fp32 of random live weights; reused when already in ``out``."""
-    from topformer_deploy.export import export_model, random_live_model
+    from topformer_deploy.export import export_model
+    from topformer_deploy.model import random_live_model
     from topformer_deploy.export.calibration import load_calibration_images
-    from topformer_deploy.export.pipeline import artifact_name
-    from topformer_deploy.export.quantize import export_int8, int8_artifact_name
+    from topformer_deploy.artifact import artifact_name
+    from topformer_deploy.export.quantize import export_int8
 
     paths = {"tflite-fp32": out / artifact_name(variant, size, "fp32", "logits", "tflite"),
-             "tflite-int8": out / int8_artifact_name(variant, size, "logits", "tflite", ()),
+             "tflite-int8": out / artifact_name(variant, size, "int8", "logits", "tflite"),
              "onnx-fp32": out / artifact_name(variant, size, "fp32", "logits", "onnx")}
     model = None
     for key, path in paths.items():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Every runtime and precision side by side, against this CPU's measured GEMM peak (issue 8).
+"""Every runtime and precision side by side, against this CPU's measured GEMM peak.
 
     python benchmarks/runtimes.py [--variants tiny,small,base] [--size 512] [--threads 1] [--runs 30]
 
@@ -56,7 +56,7 @@ def _make_runner(kind: str, spec: dict, threads: int):
             a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
             return lambda: torch.mm(a, b)
         from topformer_deploy import fold_batchnorm
-        from topformer_deploy.export import random_live_model
+        from topformer_deploy.model import random_live_model
 
         model = random_live_model(spec["variant"], seed=0)
         if kind == "pytorch-folded":
@@ -111,7 +111,8 @@ def _worker(conn, kind: str, spec: dict, threads: int) -> None:
 
 def _export_artifacts(variant: str, size: tuple[int, int], out: Path, calib_count: int) -> dict[str, dict]:
     """Export the variant's artifacts once (random live weights; latency does not need trained weights)."""
-    from topformer_deploy.export import export_model, random_live_model
+    from topformer_deploy.export import export_model
+    from topformer_deploy.model import random_live_model
     from topformer_deploy.export.calibration import load_calibration_images
     from topformer_deploy.export.quantize import export_int8
 
@@ -205,8 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--chart", type=Path, default=HERE / "runtimes.png")
     args = ap.parse_args(argv)
-    from topformer_deploy.complexity import model_complexity
-    from topformer_deploy.export import random_live_model
+    from topformer_deploy.model.complexity import model_complexity
+    from topformer_deploy.model import random_live_model
 
     size = (args.size, args.size)
     tables, summary = [], {}
@@ -252,8 +253,8 @@ def _targets(summary: dict, threads: int, size: tuple[int, int]) -> str:
     tfl, ort_ = summary[("tiny", "tflite-fp32")], summary.get(("tiny", "onnxruntime-fp32"))
     int8 = summary.get(("tiny", "tflite-int8"))
     peak = summary[("tiny", "gemm")]
-    from topformer_deploy.complexity import model_complexity
-    from topformer_deploy.export import random_live_model
+    from topformer_deploy.model.complexity import model_complexity
+    from topformer_deploy.model import random_live_model
 
     macs = sum(r.macs for r in model_complexity(random_live_model("tiny"), *size))
     frac = 2 * macs / (tfl / 1e3) / 1e9 / peak

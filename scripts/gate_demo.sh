@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real runs of the latency gate on this machine (issue 7, "Done when (b)"):
+# Real runs of the latency gate on this machine (the gate against recorded runs):
 #   1. the same artifact benched twice               -> gate says `same`        (exit 0)
 #   2. Tiny as baseline vs Small as candidate        -> gate says `regression`  (exit 1)
 # Uses `topformer-deploy bench --device local ... --json` then `topformer-deploy gate`.

@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from topformer_deploy import __version__, build_model, load_checkpoint  # noqa: E402
-from topformer_deploy.data import CLASSES, IGNORE_INDEX, MEAN, NUM_CLASSES, STD, iter_samples  # noqa: E402
-from topformer_deploy.evaluate import confusion_matrix, scores  # noqa: E402
+from topformer_deploy.artifact import MEAN, STD  # noqa: E402
+from topformer_deploy.data import CLASSES, IGNORE_INDEX, NUM_CLASSES, iter_samples  # noqa: E402
+from topformer_deploy.eval.metrics import confusion_matrix, scores  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -10,7 +10,6 @@ The first run builds the rootfs (~4 min, cached under ~/.cache/topformer-deploy/
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import unavailable
 from topformer_deploy.cli import main
 from topformer_deploy.bench import device_runner
 from topformer_deploy.testing import arm64_board, arm64_rootfs
@@ -31,22 +31,16 @@ TOLERANCE = 1e-5      # float outputs: max |arm - x86| relative to max |x86|
 INT8_MEAN_STEPS = 6   # int8 outputs: mean difference in quantization steps (PT2E route: 0.96 observed)
 
 
-def _unavailable(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but the arm64 board cannot run here: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def board():
     """A running board: reuses one started by scripts/arm64-board.sh, else starts (and later stops) its own."""
     problem = arm64_board.host_problem()
     if problem:
-        _unavailable(problem)
+        unavailable(f"the arm64 board cannot run here: {problem}")
     try:
         arm64_board.prepare_host(install=True)
     except BoardError as exc:
-        _unavailable(str(exc))
+        unavailable(f"the arm64 board cannot run here: {exc}")
     arm64_board.build()
     existing = arm64_board.running()
     board = existing or arm64_board.start()
@@ -54,8 +48,8 @@ def board():
     if existing is None:
         arm64_board.stop()
         root = Path(arm64_board.built()["root"])
-        assert arm64_rootfs._mounts_under(root) == [], "mounts left under the rootfs"
-        assert arm64_rootfs._pids_in(root) == [], "processes left in the chroot"
+        assert arm64_rootfs.mounts_under(root) == [], "mounts left under the rootfs"
+        assert arm64_rootfs.pids_in(root) == [], "processes left in the chroot"
         assert arm64_board.running() is None
 
 
@@ -91,6 +85,7 @@ def _bench(*args: str) -> dict:
     return json.loads(Path(out).read_text())
 
 
+@pytest.mark.board
 def test_board_is_an_aarch64_debian_with_the_runtimes(board):
     probe = ("import json, platform, numpy, onnxruntime; from ai_edge_litert.interpreter import Interpreter; "
              "print(json.dumps([platform.machine(), platform.python_version(), numpy.__version__, "
@@ -109,6 +104,7 @@ def test_board_is_an_aarch64_debian_with_the_runtimes(board):
     assert res.stdout.strip() == board.python.replace("/python", "/python3")
 
 
+@pytest.mark.board
 @pytest.mark.parametrize("kind", ["tflite-fp32", "tflite-int8", "onnx-fp32"])
 def test_bench_on_aarch64_matches_x86(board, artifacts, kind, tmp_path):
     artifact = artifacts[kind]
@@ -158,6 +154,7 @@ def test_bench_on_aarch64_matches_x86(board, artifacts, kind, tmp_path):
         assert difference / scale <= TOLERANCE
 
 
+@pytest.mark.board
 def test_tflite_operator_profile_on_aarch64(board, artifacts, tmp_path):
     """The runner's one-op TFLite profile runs on the board and comes back through the harness."""
     doc = _bench("--model", str(artifacts["tflite-fp32"]), "--device", board.target, "--ssh-config",
@@ -180,4 +177,4 @@ def test_tflite_operator_profile_on_aarch64(board, artifacts, tmp_path):
      [("http://mirror.example/debian", ["bookworm", "bookworm-updates"])]),
 ])
 def test_apt_sources_are_read_in_both_formats(text, deb822, expected):
-    assert arm64_rootfs._apt_entries(text, deb822) == expected
+    assert arm64_rootfs.apt_entries(text, deb822) == expected

@@ -13,13 +13,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from topformer_deploy.bench.breakdown import (BreakdownOptions, arrange_inputs, export_breakdown_artifacts,
-                                              operator_view, prepare_model, sample_image, summarize_breakdown,
-                                              time_artifacts)
-from topformer_deploy.bench.stages import (ALL_STAGES, NETWORK_STAGES, attribute_ops, build_stages,
-                                           stage_input_names, stage_inputs, stage_of_node, stage_output_names,
-                                           stage_params)
+from topformer_deploy.breakdown.artifacts import (arrange_inputs, export_breakdown_artifacts, prepare_model,
+                                                   sample_image)
+from topformer_deploy.breakdown.document import summarize_breakdown
+from topformer_deploy.breakdown.operators import attribute_ops, operator_view, tflite_op_stages, xnnpack_row_stages
+from topformer_deploy.breakdown.options import BreakdownOptions
+from topformer_deploy.breakdown.timing import time_artifacts
 from topformer_deploy.cli import main
+from topformer_deploy.model.stage_modules import build_stages, stage_inputs, stage_params
+from topformer_deploy.model.stages import (ALL_STAGES, STAGES, stage_input_names, stage_of_node,
+                                           stage_output_names)
 from topformer_deploy.errors import TopformerDeployError
 from topformer_deploy.model import load_checkpoint
 
@@ -86,7 +89,7 @@ def _chain(artifacts, tensors, nhwc):
     return from_artifact_layout(logits[0], nhwc), from_artifact_layout(whole, nhwc), class_map
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("tflite", marks=pytest.mark.slow)])
 def test_stage_artifacts_chain_to_the_whole_model(fmt, tiny, request):
     artifacts, options = request.getfixturevalue(f"{fmt}_stages")
     model = prepare_model(tiny, fmt)
@@ -105,6 +108,7 @@ def test_stage_artifacts_chain_to_the_whole_model(fmt, tiny, request):
         assert artifacts[stage]["input_file"].is_file()
 
 
+@pytest.mark.slow
 def test_tflite_tensor_names_attribute_ops_to_stages(tflite_stages):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -114,18 +118,17 @@ def test_tflite_tensor_names_attribute_ops_to_stages(tflite_stages):
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     rows = [{"name": ";".join(names[i] for i in op["outputs"]), "ms": 1.0} for op in interp._get_ops_details()]
     view = attribute_ops(rows, "name", "ms", inherit=False)
-    assert list(view["stages"]) == list(NETWORK_STAGES)
+    assert list(view["stages"]) == list(STAGES)
     assert view["unattributed"]["ops"] <= 0.1 * len(rows)
     assert view["stages"]["sase"]["ops"] > view["stages"]["head"]["ops"]
 
 
+@pytest.mark.slow
 def test_xnnpack_op_rows_are_attributed_by_convolution_order(tflite_stages):
-    from topformer_deploy.bench.stages import tflite_op_stages, xnnpack_row_stages
-
     artifacts, _ = tflite_stages
     op_stages = tflite_op_stages(artifacts["full"]["path"])
     convs = [stage for op, stage in op_stages if op in ("CONV_2D", "DEPTHWISE_CONV_2D")]
-    assert set(convs) == set(NETWORK_STAGES)
+    assert set(convs) == set(STAGES)
     # benchmark_model's rows for an XNNPACK-delegated graph name operators by kind and index only
     kinds = {"CONV_2D": "Convolution (NHWC, F32) IGEMM", "DEPTHWISE_CONV_2D": "Convolution (NHWC, F32) DWConv"}
     rows = [{"node_type": "AllocateTensors", "name": "AllocateTensors/0", "avg_ms": 0.5}]
@@ -135,7 +138,7 @@ def test_xnnpack_op_rows_are_attributed_by_convolution_order(tflite_stages):
     assert attributed[0]["stage"] is None
     assert [r["stage"] for r in attributed if r["node_type"].startswith("Convolution")] == convs
     view = attribute_ops(attributed, "name", "avg_ms", inherit=False)
-    assert list(view["stages"]) == list(NETWORK_STAGES) and view["unattributed"]["ms"] == 0.5
+    assert list(view["stages"]) == list(STAGES) and view["unattributed"]["ms"] == 0.5
 
 
 def test_stage_of_node_reads_module_paths():
@@ -165,7 +168,7 @@ def test_inputs_are_matched_by_shape_and_mismatches_refused():
 def test_breakdown_on_local_gives_table_json_chart_and_operator_view(tiny, onnx_stages, tmp_path):
     from rich.console import Console
 
-    from topformer_deploy.report import breakdown_table, markdown_table, operator_table, write_chart
+    from topformer_deploy.report.breakdown import breakdown_table, markdown_table, operator_table, write_chart
 
     artifacts, options = onnx_stages
     options = BreakdownOptions(fmt="onnx", input_size=SIZE, warmup=1, runs=4, rounds=2)
@@ -173,16 +176,16 @@ def test_breakdown_on_local_gives_table_json_chart_and_operator_view(tiny, onnx_
     assert all(len(results[s]["latencies_ms"]) == 4 for s in results)
     assert results["sase"]["config_key"] == "tiny/onnx/fp32/t1/64x64/logits/sase"
     view = operator_view(artifacts, options, lambda msg: None)
-    assert view["available"] and list(view["stages"]) == list(NETWORK_STAGES)
+    assert view["available"] and list(view["stages"]) == list(STAGES)
     assert view["unattributed"]["ms"] <= 0.05 * view["total_ms"]
     times = [op["ms"] for op in view["ops"]]
     assert times == sorted(times, reverse=True) and {op["name"] for op in view["ops"][:10]} & {"Conv", "Resize"}
     assert sum(op["ms"] for op in view["ops"]) == pytest.approx(view["ms_per_run"])
     doc = summarize_breakdown(tiny, results, artifacts, options, "checkpoint", view)
     rows = {r["stage"]: r for r in doc["stages"]}
-    assert sum(rows[s]["params"] for s in NETWORK_STAGES) == doc["whole"]["params"] == sum(
+    assert sum(rows[s]["params"] for s in STAGES) == doc["whole"]["params"] == sum(
         p.numel() for p in tiny.parameters())
-    assert doc["network_sum_ms"] == pytest.approx(sum(rows[s]["p50_ms"] for s in NETWORK_STAGES))
+    assert doc["network_sum_ms"] == pytest.approx(sum(rows[s]["p50_ms"] for s in STAGES))
     assert doc["reconciliation_pooled"] == pytest.approx(doc["network_sum_ms"] / doc["whole"]["p50_ms"])
     assert len(doc["reconciliation_rounds"]) == 2  # one ratio per round, paired in time
     assert doc["reconciliation"] == pytest.approx(float(np.median(doc["reconciliation_rounds"])))
@@ -198,18 +201,19 @@ def test_breakdown_on_local_gives_table_json_chart_and_operator_view(tiny, onnx_
     json.dumps(doc)  # the document is JSON as it is
 
 
+@pytest.mark.slow
 def test_tflite_operator_view_with_the_python_engine(tflite_stages):
     """No benchmark_model needed: the runner times each operator as a one-op model, attributed to stages."""
     artifacts, _ = tflite_stages
     options = BreakdownOptions(fmt="tflite", input_size=SIZE, warmup=1, runs=3, rounds=1)
     view = operator_view(artifacts, options, lambda msg: None)
     assert view["available"] and "one-op" in view["source"]
-    assert list(view["stages"]) == list(NETWORK_STAGES)
+    assert list(view["stages"]) == list(STAGES)
     assert view["unattributed"]["ms"] <= 0.05 * view["total_ms"]
-    assert view["ops"][0]["ms"] >= view["ops"][-1]["ms"] and view["ops"][0]["stage"] in NETWORK_STAGES
+    assert view["ops"][0]["ms"] >= view["ops"][-1]["ms"] and view["ops"][0]["stage"] in STAGES
     from rich.console import Console
 
-    from topformer_deploy.report import slowest_operators_table
+    from topformer_deploy.report.breakdown import slowest_operators_table
 
     text = Console(width=200, record=True)
     text.print(slowest_operators_table({"operator_view": view}, limit=5))
@@ -248,7 +252,7 @@ def test_onnx_int8_stages_carry_the_whole_models_quantization(tiny, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from topformer_deploy.export.images import sample_photos
+    from topformer_deploy.images import sample_photos
 
     options = BreakdownOptions(fmt="onnx", precision="int8", input_size=SIZE, calibration=sample_photos(SIZE, 3))
     artifacts = export_breakdown_artifacts(tiny, options, tmp_path, "checkpoint", lambda msg: None)
@@ -259,10 +263,11 @@ def test_onnx_int8_stages_carry_the_whole_models_quantization(tiny, tmp_path):
 
     whole = scales(artifacts["full"]["path"])
     model = prepare_model(tiny, "onnx")
-    for stage in NETWORK_STAGES:
+    for stage in STAGES:
         own = scales(artifacts[stage]["path"])
         shared = set(own) & set(whole)
-        boundary = set(stage_input_names(stage, model)) | set(stage_output_names(stage, model))
+        indices = model.backbone.decode_out_indices
+        boundary = set(stage_input_names(stage, indices)) | set(stage_output_names(stage, indices))
         # boundary tensors are renamed; a Resize right after a graph input keeps its own scale in the stage
         inner = {k for k in own if k[: -len("_scale")] not in boundary}
         assert len(shared) >= 0.75 * len(inner), (stage, sorted(inner - shared))
@@ -274,11 +279,12 @@ def test_onnx_int8_stages_carry_the_whole_models_quantization(tiny, tmp_path):
         "precision"] == "int8"
 
 
+@pytest.mark.slow
 def test_bench_breakdown_flag_runs_the_one_line_form(tmp_path):
     out = tmp_path / "bd.json"
     proc = subprocess.run([sys.executable, "-m", "topformer_deploy", "bench", "--breakdown", "--model", "tiny",
                            "--format", "onnx", "--input-size", "64", "--runs", "5", "--warmup", "1",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+                           "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["schema"] == "topformer-deploy/breakdown"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from topformer_deploy.data import preprocess
+from topformer_deploy.images import preprocess
 from topformer_deploy.errors import TopformerDeployError
 from topformer_deploy.export.calibration import (CalibrationError, CalibrationWarning, find_images,
                                                  load_calibration_images)

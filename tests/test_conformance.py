@@ -1,10 +1,15 @@
-"""Conformance: our TopFormer reproduces the official implementation's outputs, unfolded and folded."""
+"""Conformance: our TopFormer reproduces the official implementation's outputs, unfolded and folded.
+
+The 480x360 Tiny case (uneven adaptive pooling windows) ships in tests/data with a subset of its arrays;
+the others are read from ../shared when it is beside the checkout.
+"""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import official_fixture
 from topformer_deploy import build_model, fold_batchnorm, load_checkpoint
 
 CASES = [
@@ -36,21 +41,22 @@ def stage_outputs(model, image: torch.Tensor) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("folded", [False, True], ids=["unfolded", "folded"])
 @pytest.mark.parametrize("variant,ckpt,ref", CASES, ids=[c[2].split("_", 2)[2][:-8] for c in CASES])
-def test_matches_official_outputs(official_dir, variant, ckpt, ref, folded):
-    model = load_checkpoint(official_dir / ckpt)
+def test_matches_official_outputs(variant, ckpt, ref, folded):
+    model = load_checkpoint(official_fixture(ckpt))
     assert model.variant == variant and model.num_classes == 150
     if folded:
         model = fold_batchnorm(model)
-    reference = np.load(official_dir / ref)
-    ours = stage_outputs(model, torch.from_numpy(reference["input"]))
+    reference = np.load(official_fixture(ref))
+    image = torch.from_numpy(reference["input"].astype(np.float32))
+    ours = stage_outputs(model, image)
     expected_keys = {k for k in reference.files if k != "input"}
-    assert expected_keys == set(ours), "reference holds arrays we do not compute"
+    assert "logits" in expected_keys and expected_keys <= set(ours), "reference holds arrays we do not compute"
     for key in sorted(expected_keys):
         assert ours[key].shape == reference[key].shape, key
         err = float(np.max(np.abs(ours[key] - reference[key])))
         assert err <= ATOL, f"{key}: max abs error {err:.3g}"
     with torch.no_grad():
-        whole = model(torch.from_numpy(reference["input"])).numpy()
+        whole = model(image).numpy()
     np.testing.assert_allclose(whole, reference["logits"], atol=ATOL, rtol=0)
 
 
@@ -60,8 +66,8 @@ def test_parameter_counts(variant, expected):
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
-def test_official_module_paths_map_one_to_one(official_dir):
-    state = torch.load(official_dir / "official_topformer_tiny_seed0.pth", weights_only=True)["state_dict"]
+def test_official_module_paths_map_one_to_one(tiny_checkpoint):
+    state = torch.load(tiny_checkpoint, weights_only=True)["state_dict"]
     ours = build_model("tiny").state_dict()
     assert set(state) == set(ours)
     assert "backbone.trans.transformer_blocks.0.attn.to_q.c.weight" in ours

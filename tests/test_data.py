@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from topformer_deploy.data import (CLASSES, MEAN, NUM_CLASSES, STD, generate_sample, iter_samples, preprocess,
+from topformer_deploy.artifact import MEAN, STD
+from topformer_deploy.images import preprocess
+from topformer_deploy.data import (CLASSES, NUM_CLASSES, generate_sample, iter_samples,
                                    write_dataset)
 from topformer_deploy.errors import TopformerDeployError
 

@@ -20,23 +20,38 @@ ALLOWED_IMPORTS = {"argparse", "copy", "hashlib", "io", "json", "os", "platform"
                    "time", "numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime"}
 
 
+class _SmallModels(dict):
+    """Tiny TopFormer (BN folded, 8 classes) at 64x64 as .tflite (litert-torch) or .onnx (torch.onnx), each
+    converted on first use."""
+
+    def __init__(self, out: Path):
+        super().__init__()
+        self.out = out
+
+    def __missing__(self, fmt: str) -> Path:
+        import torch
+
+        from topformer_deploy.model import build_model
+        from topformer_deploy.model.fold import fold_batchnorm
+
+        torch.manual_seed(0)
+        model = fold_batchnorm(build_model("tiny", num_classes=8)).eval()
+        example = (torch.rand(1, 3, 64, 64) * 255,)
+        path = self.out / f"tiny64.{fmt}"
+        if fmt == "tflite":
+            import litert_torch
+
+            litert_torch.convert(model, example).export(str(path))
+        else:
+            torch.onnx.export(model, example, str(path), input_names=["image"], output_names=["logits"],
+                              dynamo=False)
+        self[fmt] = path
+        return path
+
+
 @pytest.fixture(scope="session")
-def small_models(tmp_path_factory) -> dict[str, Path]:
-    """Tiny TopFormer (BN folded, 8 classes) as .tflite (litert-torch) and .onnx (torch.onnx) at 64x64."""
-    import litert_torch
-    import torch
-
-    from topformer_deploy.fold import fold_batchnorm
-    from topformer_deploy.model import build_model
-
-    out = tmp_path_factory.mktemp("runner-models")
-    torch.manual_seed(0)
-    model = fold_batchnorm(build_model("tiny", num_classes=8)).eval()
-    example = (torch.rand(1, 3, 64, 64) * 255,)
-    litert_torch.convert(model, example).export(str(out / "tiny64.tflite"))
-    torch.onnx.export(model, example, str(out / "tiny64.onnx"), input_names=["image"], output_names=["logits"],
-                      dynamo=False)
-    return {"tflite": out / "tiny64.tflite", "onnx": out / "tiny64.onnx"}
+def small_models(tmp_path_factory) -> _SmallModels:
+    return _SmallModels(tmp_path_factory.mktemp("runner-models"))
 
 
 def run_runner(*args, cwd=None) -> tuple[int, dict, str]:
@@ -86,7 +101,7 @@ def test_random_inputs_follow_the_tensor_dtype():
 
 
 # ------------------------------------------------------------------------------- real runs
-@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+@pytest.mark.parametrize("fmt", [pytest.param("tflite", marks=pytest.mark.slow), "onnx"])
 def test_runner_json_and_saved_output_match_in_process(small_models, fmt, tmp_path):
     model = small_models[fmt]
     x = np.random.default_rng(1).uniform(0, 255, size=(1, 3, 64, 64)).astype(np.float32)
@@ -131,6 +146,7 @@ def test_onnx_profile_file_is_written_and_parses(small_models, tmp_path):
     assert len({r["node"] for r in rows if r["op_type"] == "Conv"}) > 10
 
 
+@pytest.mark.slow
 def test_tflite_profile_times_every_operator_as_a_one_op_model(small_models, tmp_path):
     from topformer_deploy.export.tflite import tflite_op_histogram
 
@@ -150,6 +166,7 @@ def test_tflite_profile_times_every_operator_as_a_one_op_model(small_models, tmp
     assert profile["runtime"]["name"] == doc["runtime"]["name"]
 
 
+@pytest.mark.slow
 def test_one_op_models_hold_only_their_own_weights(small_models):
     models = device_runner.one_op_models(str(small_models["tflite"]))
     size = small_models["tflite"].stat().st_size
@@ -180,6 +197,7 @@ def test_corrupt_model(tmp_path):
         assert "\n" not in doc["error"]
 
 
+@pytest.mark.slow
 def test_forced_runtime_that_is_not_installed(small_models):
     try:
         import tflite_runtime  # noqa: F401
@@ -190,6 +208,7 @@ def test_forced_runtime_that_is_not_installed(small_models):
     assert code == 2 and doc["error_kind"] == "no_runtime" and "tflite_runtime" in doc["error"]
 
 
+@pytest.mark.slow
 def test_runtime_that_cannot_read_the_format(small_models):
     code, doc, _ = run_runner("--model", small_models["tflite"], "--runtime", "onnxruntime")
     assert code == 2 and doc["error_kind"] == "bad_input"
@@ -213,13 +232,13 @@ def test_output_and_profile_paths_in_missing_directories(small_models, tmp_path)
 
 def test_input_of_the_wrong_shape(small_models, tmp_path):
     np.save(tmp_path / "in.npy", np.zeros((1, 3, 32, 32), np.float32))
-    code, doc, _ = run_runner("--model", small_models["tflite"], "--input", tmp_path / "in.npy")
+    code, doc, _ = run_runner("--model", small_models["onnx"], "--input", tmp_path / "in.npy")
     assert code == 2 and doc["error_kind"] == "bad_input" and "[1, 3, 32, 32]" in doc["error"]
     np.save(tmp_path / "complex.npy", np.zeros((1, 3, 64, 64), np.complex64))
-    code, doc, _ = run_runner("--model", small_models["tflite"], "--input", tmp_path / "complex.npy")
+    code, doc, _ = run_runner("--model", small_models["onnx"], "--input", tmp_path / "complex.npy")
     assert code == 2 and doc["error_kind"] == "bad_input" and "complex64" in doc["error"]
     np.save(tmp_path / "f64.npy", np.zeros((1, 3, 64, 64), np.float64))  # float64 -> float32 is cast
-    code, doc, _ = run_runner("--model", small_models["tflite"], "--input", tmp_path / "f64.npy", "--runs", 1)
+    code, doc, _ = run_runner("--model", small_models["onnx"], "--input", tmp_path / "f64.npy", "--runs", 1)
     assert code == 0 and doc["input_source"] == str(tmp_path / "f64.npy")
 
 

@@ -10,16 +10,13 @@ from click.testing import CliRunner
 
 from topformer_deploy import TopformerDeployError, fold_batchnorm, load_checkpoint
 from topformer_deploy.cli import main
-from topformer_deploy.export import (
-    THRESHOLDS, VerificationError, export_model, read_manifest, rewrite_for_nhwc, run_artifact,
-    tflite_op_histogram,
-)
-from topformer_deploy.export.manifest import sha256_file
+from topformer_deploy.artifact import read_manifest, sha256_file
+from topformer_deploy.export import THRESHOLDS, VerificationError, export_model, run_artifact, tflite_op_histogram
 from topformer_deploy.export.onnx import onnx_op_histogram
 from topformer_deploy.export.prepare import fold_for_export
-from topformer_deploy.export.rewrite import same_padding_conv
+from topformer_deploy.export.rewrite import rewrite_for_nhwc
 from topformer_deploy.export.tflite import tflite_weight_dtypes
-from topformer_deploy.export.weights import random_live_model
+from topformer_deploy.model.weights import random_live_model
 
 SIZE = (128, 128)
 
@@ -59,7 +56,7 @@ def cli_random_export(tmp_path_factory):
 
 # --- the exported artifacts -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("export_fixture", ["onnx_export", "tflite_export"])
+@pytest.mark.parametrize("export_fixture", ["onnx_export", pytest.param("tflite_export", marks=pytest.mark.slow)])
 def test_fp32_artifacts_verify_against_pytorch(export_fixture, request):
     result = request.getfixturevalue(export_fixture)
     figures = result.manifest["verification"]
@@ -83,6 +80,7 @@ def test_onnx_has_no_batchnorm_and_keeps_module_paths(onnx_export):
     assert onnx_export.manifest["input"]["shape"] == [1, 3, *SIZE]
 
 
+@pytest.mark.slow
 def test_tflite_is_nhwc_with_the_attention_and_few_data_moves(tflite_export):
     manifest = tflite_export.manifest
     assert manifest["input"]["shape"] == [1, *SIZE, 3] and manifest["input"]["layout"] == "NHWC"
@@ -94,6 +92,7 @@ def test_tflite_is_nhwc_with_the_attention_and_few_data_moves(tflite_export):
     assert manifest["pad_count"] <= 5  # only the zero PADs of the 5 strided convs (XNNPACK fuses them)
 
 
+@pytest.mark.slow
 def test_tflite_runs_on_nhwc_input_like_pytorch(tflite_export, tiny_model):
     image = np.random.default_rng(3).standard_normal((1, 3, *SIZE), dtype=np.float32)
     (logits,) = run_artifact(tflite_export.path, [image.transpose(0, 2, 3, 1).copy()])
@@ -102,6 +101,7 @@ def test_tflite_runs_on_nhwc_input_like_pytorch(tflite_export, tiny_model):
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_manifest_describes_the_artifact(tflite_export, tiny_checkpoint):
     manifest = read_manifest(tflite_export.path)
     assert manifest["schema"] == "topformer-deploy/manifest" and manifest["schema_version"] == 1
@@ -117,11 +117,13 @@ def test_manifest_describes_the_artifact(tflite_export, tiny_checkpoint):
     assert manifest["export_seconds"] > 0
 
 
-def test_no_temp_files_left_beside_artifacts(onnx_export, tflite_export):
-    for result in (onnx_export, tflite_export):
-        assert sorted(p.name for p in result.path.parent.iterdir()) == [result.path.name, result.manifest_path.name]
+@pytest.mark.parametrize("export_fixture", ["onnx_export", pytest.param("tflite_export", marks=pytest.mark.slow)])
+def test_no_temp_files_left_beside_artifacts(export_fixture, request):
+    result = request.getfixturevalue(export_fixture)
+    assert sorted(p.name for p in result.path.parent.iterdir()) == [result.path.name, result.manifest_path.name]
 
 
+@pytest.mark.slow
 def test_cli_random_weights_keep_the_attention(cli_random_export):
     manifest, stderr = cli_random_export
     assert "random weights" in stderr
@@ -133,6 +135,7 @@ def test_cli_random_weights_keep_the_attention(cli_random_export):
     assert manifest["transpose_count"] <= 8
 
 
+@pytest.mark.slow
 def test_fp16_stores_float16_weights(fp16_export):
     manifest = fp16_export.manifest
     assert manifest["precision"] == "fp16" and fp16_export.path.name.endswith("_fp16_logits.tflite")
@@ -228,17 +231,6 @@ def test_nhwc_rewrite_is_numerically_the_official_model():
     assert any(type(m).__name__ == "Attention" for m in folded.modules())  # the original is untouched
 
 
-@pytest.mark.parametrize("kernel, groups, size", [(3, 1, 16), (3, 8, 32), (5, 8, 16)])
-def test_same_padding_conv_equals_symmetric_padding(kernel, groups, size):
-    torch.manual_seed(kernel)
-    conv = torch.nn.Conv2d(8, 8, kernel, 2, kernel // 2, groups=groups, bias=True)
-    same = same_padding_conv(conv)
-    assert same.kernel_size == (kernel + 1, kernel + 1)
-    x = torch.randn(1, 8, size, size)
-    with torch.no_grad():
-        torch.testing.assert_close(same(x), conv(x), rtol=1e-5, atol=1e-5)
-
-
 def test_fold_for_export_leaves_the_input_model_alone(tiny_model):
     folded = fold_for_export(tiny_model)
     assert folded.backbone.ppa.exact_avgpool and not tiny_model.backbone.ppa.exact_avgpool
@@ -246,6 +238,7 @@ def test_fold_for_export_leaves_the_input_model_alone(tiny_model):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batchnorm(tiny_model).modules())
 
 
+@pytest.mark.slow
 def test_fp16_with_random_weights_records_but_does_not_enforce_agreement(tmp_path):
     result = export_model(random_live_model("tiny", num_classes=150), "tflite", tmp_path, input_size=SIZE,
                           precision="fp16", weights="random")

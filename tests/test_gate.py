@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from topformer_deploy.bench.baseline import BaselineError, load_result_or_baseline, save_baseline
-from topformer_deploy.bench.gate import (IncompatibleBaselineError, compare_samples, gate_results,
-                                         github_benchmark_entries, parse_slowdown)
 from topformer_deploy.bench.result import build_result
 from topformer_deploy.cli import main
+from topformer_deploy.gate.baseline import BaselineError, load_result_or_baseline, save_baseline
+from topformer_deploy.gate.compare import IncompatibleBaselineError, gate_results, github_benchmark_entries
+from topformer_deploy.gate.verdict import compare_samples, parse_slowdown
+from topformer_deploy.report.gate import gate_chart, gate_markdown
 
 
 def samples(median=20.0, sigma=0.02, n=30, seed=0):
@@ -205,7 +206,7 @@ def test_github_benchmark_entries_format():
 
 def test_markdown_summary_content():
     report = gate_results(make_result(samples(seed=1)), make_result(samples(seed=2) * 1.2))
-    md = report.markdown()
+    md = gate_markdown(report)
     assert md.startswith("### Latency gate: :x: regression")
     assert "| configuration | baseline p50 | candidate p50 | change | CI | p | verdict |" in md
     row = next(line for line in md.splitlines() if line.startswith("| `tiny/"))
@@ -295,7 +296,7 @@ def test_cross_config_compares_two_variants(tmp_path):
 
 def test_chart_is_written(tmp_path):
     report = gate_results(make_result(samples(seed=1)), make_result(samples(seed=2) * 1.2))
-    report.chart(tmp_path / "gate.png")
+    gate_chart(report, tmp_path / "gate.png")
     assert (tmp_path / "gate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["gate.png"]
 

@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from topformer_deploy import build_model
-from topformer_deploy.complexity import _macs, model_complexity
+from topformer_deploy.model.complexity import count_macs, model_complexity
 
 CLI = [sys.executable, "-m", "topformer_deploy"]
 
 
 def test_conv_macs_match_hand_count():
     conv = torch.nn.Conv2d(16, 64, 3, stride=2, padding=1)
-    macs, out = _macs(conv, torch.zeros(1, 16, 32, 32))
+    macs, out = count_macs(conv, torch.zeros(1, 16, 32, 32))
     assert out.shape == (1, 64, 16, 16)
     assert macs == 64 * 16 * 16 * (16 * 3 * 3)  # out channels x out pixels x (in channels x k x k)
     dw = torch.nn.Conv2d(32, 32, 5, padding=2, groups=32)
-    macs, _ = _macs(dw, torch.zeros(1, 32, 8, 8))
+    macs, _ = count_macs(dw, torch.zeros(1, 32, 8, 8))
     assert macs == 32 * 8 * 8 * 25
 
 
@@ -29,7 +29,7 @@ def test_attention_matmul_macs_match_hand_count():
     dim, n, heads, kd, d = 208, 8 * 8, 4, 16, 32
     convs = n * (dim * heads * kd * 2 + dim * heads * d + heads * d * dim)  # to_q, to_k, to_v, proj
     matmuls = heads * n * n * kd + heads * n * n * d  # q @ k, attn @ v
-    macs, _ = _macs(attn, torch.zeros(1, dim, 8, 8))
+    macs, _ = count_macs(attn, torch.zeros(1, dim, 8, 8))
     assert macs == convs + matmuls
 
 
@@ -47,7 +47,7 @@ def test_info_json_reports_exact_params_and_sase_share():
     assert data["total_params"] == 1_389_654
     sase = next(s for s in data["stages"] if s["stage"] == "sase")
     assert 0.70 <= sase["param_share"] <= 0.78  # the paper's ~74%
-    assert data["upsample_macs"] == 150 * 512 * 512 * 4
+    assert data["post_macs"] == 150 * 512 * 512 * 4
 
 
 def test_info_non_square_input_and_checkpoint(tiny_checkpoint):

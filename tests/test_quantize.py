@@ -9,12 +9,12 @@ import torch
 from onnx import numpy_helper
 from PIL import Image
 
+from topformer_deploy.artifact import artifact_name, dequantize_array, quantize_array, read_manifest
 from topformer_deploy.data import generate_sample
-from topformer_deploy.export import read_manifest
 from topformer_deploy.export.calibration import load_calibration_images
-from topformer_deploy.export.quantize import (
-    QuantizationError, check_keep_float, dequantize_array, export_int8, int8_artifact_name, onnx_stage_nodes,
-    quantize_array, TFLITE_ROUTE)
+from topformer_deploy.export.int8_common import QuantizationError, check_keep_float
+from topformer_deploy.export.int8_onnx import onnx_stage_nodes
+from topformer_deploy.export.quantize import TFLITE_ROUTE, export_int8
 from topformer_deploy.export.verify import ArtifactRunner
 from topformer_deploy.model import load_checkpoint
 
@@ -99,7 +99,7 @@ def test_onnx_int8_manifest_and_verification(onnx_int8):
 def test_onnx_keep_float_leaves_the_stage_float(model, calibration, tmp_path):
     result = export_int8(model, "onnx", tmp_path, input_size=SIZE, calibration=calibration, keep_float=["sase"],
                          weights="random", int8_io=True)
-    assert result.path.name == int8_artifact_name("tiny", SIZE, "logits", "onnx", ("sase",))
+    assert result.path.name == artifact_name("tiny", SIZE, "int8", "logits", "onnx", ("sase",))
     graph = onnx.load(str(result.path)).graph
     producers = {o: n for n in graph.node for o in n.output}
     inits = {t.name for t in graph.initializer}
@@ -170,6 +170,7 @@ def _tflite_tensor_types(path):
     return result
 
 
+@pytest.mark.slow
 def test_tflite_int8_has_int8_convs_and_float_boundary(tflite_int8):
     ops = _tflite_tensor_types(tflite_int8.path)
     convs = [inputs for name, inputs in ops if name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
@@ -189,6 +190,7 @@ def test_tflite_int8_has_int8_convs_and_float_boundary(tflite_int8):
     assert v["passed"] and v["argmax_agreement"] >= 0.9
 
 
+@pytest.mark.slow
 def test_tflite_keep_float_and_int8_io(model, calibration, tiny_checkpoint, tmp_path):
     """keep_float=["head"]: the classifier convs stay float, the TPM convs are int8; int8_io: int8 boundary."""
     result = export_int8(model, "tflite", tmp_path, input_size=SIZE, calibration=calibration, keep_float=["head"],
@@ -209,8 +211,8 @@ def test_tflite_keep_float_and_int8_io(model, calibration, tiny_checkpoint, tmp_
 # ---------------------------------------------------------------------------------------------- sensitivity
 def test_sensitivity_quantizes_one_stage_and_reports_the_drop(calibration, tmp_path):
     from topformer_deploy.data import NUM_CLASSES, write_dataset
-    from topformer_deploy.export import random_live_model
-    from topformer_deploy.export.quantize import sensitivity_report
+    from topformer_deploy.model import random_live_model
+    from topformer_deploy.eval.sensitivity import sensitivity_report
 
     checkpoint = tmp_path / "live.pth"
     torch.save({"state_dict": random_live_model("tiny", NUM_CLASSES, seed=1).state_dict()}, checkpoint)
@@ -227,19 +229,18 @@ def test_sensitivity_quantizes_one_stage_and_reports_the_drop(calibration, tmp_p
     assert quantization["keep_float"] == ["tpm", "sase", "sim"]
 
 
-def test_stage_calibration_inputs_are_the_float_activations(model, calibration):
-    from topformer_deploy.export.quantize import stage_calibration_inputs
+def test_stage_inputs_are_the_float_activations(model, calibration):
+    """What a stage receives (the breakdown calibrates stage artifacts on these) chains to the whole model."""
+    from topformer_deploy.model.stage_modules import stage_inputs
 
-    x = calibration[:1]
-    tpm, = stage_calibration_inputs(model, "tpm", x)
-    sase, = stage_calibration_inputs(model, "sase", x)
-    sim, = stage_calibration_inputs(model, "sim", x)
-    head, = stage_calibration_inputs(model, "head", x)
-    np.testing.assert_array_equal(tpm[0], x[0])
-    assert len(sase) == 4 and len(sim) == 5 and len(head) == 3
+    x = torch.from_numpy(calibration[0])
+    tensors = stage_inputs(model, x)
+    assert torch.equal(tensors["tpm"][0], x)
+    assert len(tensors["sase"]) == 4 and len(tensors["sim"]) == 4 and len(tensors["head"]) == 3
     with torch.no_grad():
-        logits = model.eval()(torch.from_numpy(x[0])).numpy()
-        from_head = model.head([torch.from_numpy(t) for t in head]).numpy()
-    np.testing.assert_allclose(from_head, logits, atol=1e-4)  # folded vs unfolded model: same function
+        logits = model.eval()(x)
+        from_head = model.head(list(tensors["head"]))
+    torch.testing.assert_close(from_head, logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tensors["post"][0], logits, atol=1e-5, rtol=0)
     with pytest.raises(QuantizationError, match="unknown stage"):
-        stage_calibration_inputs(model, "neck", x)
+        check_keep_float(["neck"])

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from topformer_deploy.bench import stats
+from topformer_deploy import stats
 
 
 def lognormal(median, sigma, n, seed):

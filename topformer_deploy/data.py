@@ -1,4 +1,4 @@
-"""A small synthetic labelled dataset (textured shapes and regions on photos) and the shared preprocessing.
+"""A small synthetic labelled dataset: textured shapes and regions on photos, with ADE20K-style folders.
 
 Every sample is a pure function of ``(seed, split, index)``, so a dataset is reproducible byte for byte and
 the splits never overlap. Label convention of this dataset: ``0`` = background (the photo, a real class that
@@ -7,15 +7,14 @@ by the generator). This differs from ADE20K, where ``0`` means "ignore" and is r
 ``reduce_zero_label``; ``dataset.json`` written beside the folders records which convention applies.
 
 On disk the layout is ADE20K's: ``images/<name>.jpg`` (RGB) and ``annotations/<name>.png`` (class ids, mode L).
-:func:`preprocess` (built on :mod:`topformer_deploy.export.images`) turns an RGB image into the
-normalised NCHW batch every model and artifact takes.
+:func:`topformer_deploy.images.preprocess` turns an RGB image into the normalised NCHW batch every model
+and artifact takes.
 """
 from __future__ import annotations
 
 import colorsys
 import functools
 import io
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import TopformerDeployError
-from .files import write_atomic
-from .export import images as _images
-from .export.images import MEAN, STD
+from .files import write_atomic, write_json
 
 #: Class names by id. 0 is the background photo.
 CLASSES = ("background", "disk", "square", "triangle", "ellipse", "star",
@@ -45,24 +42,6 @@ _BACKGROUNDS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "hubble_de
 _HUES = {"disk": 0.0, "square": 0.08, "triangle": 0.16, "ellipse": 0.3, "star": 0.42,
          "ring": 0.75, "cross": 0.86, "hexagon": 0.55, "sky": 0.6, "water": 0.5}
 _SHAPES = ("disk", "square", "triangle", "ellipse", "star", "ring", "cross", "hexagon")
-
-
-def preprocess(image: np.ndarray, size: tuple[int, int], mean=MEAN, std=STD) -> np.ndarray:
-    """RGB ``(H, W, 3)`` -> normalised float32 ``(1, 3, h, w)`` at ``size`` = (h, w).
-
-    The export's :func:`topformer_deploy.export.images.preprocess` (bilinear, anti-aliased resize, then
-    (x - mean) / std), so eval, calibration and verification feed models identically; a non-default
-    ``mean``/``std`` (from a manifest) is applied on top of it.
-    """
-    x = _images.preprocess(np.asarray(image), tuple(size))
-    if tuple(mean) == tuple(MEAN) and tuple(std) == tuple(STD):
-        return x
-    pixels = x * _column(STD) + _column(MEAN)
-    return ((pixels - _column(mean)) / _column(std)).astype(np.float32)
-
-
-def _column(values) -> np.ndarray:
-    return np.asarray(values, np.float32).reshape(1, 3, 1, 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -223,7 +202,7 @@ def write_dataset(out_dir: str | os.PathLike, count: int, size: tuple[int, int] 
         stem = f"{split}_{index:05d}"
         _save_atomic(Image.fromarray(image), out / "images" / f"{stem}.jpg", quality=95)
         _save_atomic(Image.fromarray(label, mode="L"), out / "annotations" / f"{stem}.png")
-    _write_text_atomic(out / "dataset.json", json.dumps(dataset_info(count, size, seed, split), indent=2))
+    write_json(out / "dataset.json", dataset_info(count, size, seed, split))
     return out
 
 
@@ -231,10 +210,6 @@ def _save_atomic(image: Image.Image, path: Path, **kwargs) -> None:
     buf = io.BytesIO()
     image.save(buf, format=Image.registered_extensions()[path.suffix.lower()], **kwargs)
     write_atomic(path, buf.getvalue())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, text + "\n")
 
 
 def main(argv=None) -> int:

@@ -1,10 +1,13 @@
-"""Writing files so that a reader never sees a half-written one: temp file beside the target, then rename."""
+"""Writing files so that a reader never sees a half-written one: temp file or folder beside the target, then rename."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 
 def make_readable(path: str | os.PathLike) -> None:
@@ -33,3 +36,19 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
 def write_json(path: str | os.PathLike, doc, indent: int = 2) -> Path:
     """One JSON document, atomically, with a trailing newline."""
     return write_atomic(path, json.dumps(doc, indent=indent, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def staging_dir(parent: str | os.PathLike, name: str = "staging") -> Iterator[Path]:
+    """A hidden scratch folder inside ``parent`` (same file system: its files can be renamed into place),
+    removed with whatever is left in it on exit, on error and on Ctrl-C."""
+    path = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def cache_root() -> Path:
+    """Where the tool keeps what it can rebuild: ``$XDG_CACHE_HOME/topformer-deploy`` (default ``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "topformer-deploy"

@@ -8,8 +8,8 @@ It stays Python 3.8 compatible and imports nothing from the topformer_deploy pac
 It prints exactly ONE JSON document on stdout, also on failure (``"ok": false`` with a one-line
 ``error`` and an ``error_kind``); exit code 0 on success, 2 on failure, 130 on Ctrl-C. Anything a
 runtime writes to stdout at the C level is sent to stderr so that the JSON document stays alone.
-Besides the fields of the protocol (docs: contracts, "Device-side runner") a success also reports
-``seed``, ``input_source``, ``max_rss_kb``, ``warnings`` and, for several outputs, ``output_summaries``.
+Besides the fields of the protocol (``docs/architecture.md``, "Device-side runner") a success also reports
+``seed``, ``input_source``, ``max_rss_kb`` and, for several outputs, ``output_summaries``.
 """
 import argparse
 import hashlib
@@ -436,7 +436,6 @@ def measure(args):
     if not os.path.isfile(args.model):
         raise RunnerError("bad_model", "model file not found: %s" % args.model)
     fmt = model_format(args.model)
-    warnings = []
     if fmt == "tflite" and args.runtime == "onnxruntime":
         raise RunnerError("bad_input", "--runtime onnxruntime cannot run a TFLite model")
     if fmt == "onnx" and args.runtime in TFLITE_RUNTIMES:
@@ -497,7 +496,6 @@ def measure(args):
         "output_summary": summarize_output(outputs[0]) if outputs else None,
         "profile": {"kind": profile_kind, "file": os.path.abspath(profile_file)} if profile_file else None,
         "max_rss_kb": _max_rss_kb(),
-        "warnings": warnings,
     }
     if len(outputs) > 1:
         doc["output_summaries"] = [summarize_output(o) for o in outputs]
@@ -534,8 +532,6 @@ def main(argv=None):
         doc, code = failure("runtime_error", "interrupted"), 130
     except Exception as exc:  # last resort: the protocol promises JSON even for bugs
         doc, code = failure("runtime_error", "%s: %s" % (type(exc).__name__, _one_line(exc))), 2
-    for warning in doc.get("warnings", []):
-        sys.stderr.write("warning: %s\n" % warning)
     out.write(json.dumps(doc) + "\n")
     out.flush()
     return code

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..artifact import now_iso, read_manifest, sha256_file
 from ..errors import TopformerDeployError
 from . import conditions as cond
 from .lock import device_lock
-from .result import COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config, now_iso
+from .result import COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config
 from .transports import DeviceError, Transport
 
 RUNNER = Path(__file__).with_name("device_runner.py")
@@ -58,35 +59,6 @@ def artifact_format(path: Path) -> str:
     if fmt is None:
         raise TopformerDeployError(f"{path}: not a .tflite or .onnx artifact")
     return fmt
-
-
-def load_manifest(path: Path) -> dict | None:
-    """The export manifest ``<artifact>.json`` beside ``path`` (None when there is none).
-
-    Read directly (not through the export package) so that benching does not import torch.
-    """
-    candidate = path.with_name(path.name + ".json")
-    if not candidate.is_file():
-        return None
-    try:
-        manifest = json.loads(candidate.read_text())
-    except (OSError, ValueError) as exc:
-        raise TopformerDeployError(f"{candidate}: manifest is not readable JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != "topformer-deploy/manifest":
-        raise TopformerDeployError(f"{candidate}: not a topformer-deploy manifest")
-    if manifest.get("artifact") not in (None, path.name):
-        raise TopformerDeployError(f"{candidate} describes {manifest.get('artifact')!r}, not {path.name!r}")
-    return manifest
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _remote_name(path: Path, fallback: str) -> str:
@@ -261,7 +233,7 @@ def _conditions(before: dict, after: dict, cores, pinned_with, options: BenchOpt
 
 
 def _model_entry(path: Path, manifest: dict | None) -> dict:
-    return {"path": str(path.resolve()), "sha256": _sha256(path), "manifest": manifest}
+    return {"path": str(path.resolve()), "sha256": sha256_file(path), "manifest": manifest}
 
 
 def _runner_summary(doc: dict) -> dict:
@@ -285,7 +257,7 @@ def _result(path, manifest, fmt, options, device, before, after, cores, pinned, 
 
 def run_bench(model: str | Path, transport: Transport, options: BenchOptions | None = None,
               progress: Progress | None = None, on_partial: Callable[[dict], None] | None = None) -> dict:
-    """Time one artifact on ``transport``; return the bench result document (see contracts).
+    """Time one artifact on ``transport``; return the bench result document (:mod:`.result`).
 
     ``on_partial(doc)`` is called after every repeat with the result so far (``partial: true``) so a
     caller can save it before an interruption.
@@ -321,7 +293,7 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
     formats = [artifact_format(p) for p in paths]
     if options.engine == "benchmark_model" and any(f != "tflite" for f in formats):
         raise TopformerDeployError("--engine benchmark_model runs .tflite artifacts only")
-    manifests = [load_manifest(p) for p in paths]
+    manifests = [read_manifest(p, required=False) for p in paths]
     with device_lock(transport.name, options.lock_timeout,
                      on_wait=lambda who: say(f"waiting for {transport.name}: another bench holds it ({who})")):
         say(f"reading the conditions on {transport.name}")
@@ -368,43 +340,3 @@ def _pull_extras(transport: Transport, tmp: str, doc: dict, options: BenchOption
         target = local / Path(profile["file"]).name
         transport.pull(profile["file"], target)
         profile["local_file"] = str(target)
-
-
-def artifact_cache() -> Path:
-    import os
-
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "topformer-deploy" / "artifacts"
-
-
-def resolve_model(spec: str, fmt: str = "tflite", input_size: tuple[int, int] = (512, 512),
-                  progress: Progress | None = None) -> Path:
-    """An artifact path as given, or a variant name (tiny/small/base) exported on the fly.
-
-    Variants get random-but-live weights (latency does not depend on the weights' values) and are
-    cached under ``~/.cache/topformer-deploy/artifacts`` so the next bench reuses them.
-    """
-    path = Path(spec)
-    if path.is_file():
-        return path
-    if path.suffix or len(path.parts) > 1:
-        raise TopformerDeployError(f"{spec}: no such model file")
-    from ..model import VARIANTS  # imports torch: only when the spec may be a variant name
-
-    variant = spec.lower()
-    if variant not in VARIANTS:
-        raise TopformerDeployError(f"{spec}: no such model file (nor a variant: {', '.join(sorted(VARIANTS))})")
-    h, w = input_size
-    out_dir = artifact_cache()
-    cached = out_dir / f"topformer_{variant}_{h}x{w}_fp32_logits.{fmt}"
-    if cached.is_file() and load_manifest(cached) is not None:
-        return cached
-    try:
-        from ..export import export_model, random_live_model
-    except ImportError as exc:
-        raise TopformerDeployError(f"cannot export {variant} on the fly ({exc}); pass an artifact path") from None
-    (progress or (lambda m: None))(f"exporting {variant} {h}x{w} to {fmt} (random weights, cached in {out_dir})")
-    # verify=False: random weights time exactly like trained ones, and `export` is where accuracy is checked
-    result = export_model(random_live_model(variant), fmt, out_dir, input_size=(h, w), precision="fp32",
-                          output="logits", weights="random", verify=False)
-    return Path(result.path)

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..files import cache_root
 from .transports import DeviceError
 
 
 def lock_dir() -> Path:
     """Directory holding the lock files."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "topformer-deploy" / "locks"
+    return cache_root() / "locks"
 
 
 def lock_path(device: str) -> Path:

@@ -1,15 +1,15 @@
-"""The bench result document: build it, check it, load it, show it as a table.
+"""The bench result document: build it, check it, load it, and say whether its latencies are usable.
 
-One versioned JSON document per measured configuration (see the contracts): every per-run latency,
-the summary statistics, the device and the conditions it ran under, and the artifact's manifest.
+One versioned JSON document per measured configuration (drawn in ``docs/architecture.md``): every per-run
+latency, the summary statistics, the device and the conditions it ran under, and the artifact's manifest.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from pathlib import Path
 
+from ..artifact import input_size_of, now_iso
 from ..errors import TopformerDeployError
 
 SCHEMA = "topformer-deploy/bench-result"
@@ -20,10 +20,6 @@ REQUIRED = ("schema", "schema_version", "created", "tool_version", "config", "co
 CONFIG_FIELDS = ("variant", "format", "precision", "threads", "input_size", "output", "stage", "engine")
 
 
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def config_key(config: dict) -> str:
     """``tiny/tflite/fp32/t1/512x512/logits`` (plus ``/<stage>`` for a stage artifact): what the gate matches."""
     h, w = config["input_size"]
@@ -32,11 +28,10 @@ def config_key(config: dict) -> str:
     return key if config.get("stage", "full") == "full" else f"{key}/{config['stage']}"
 
 
-def input_size_of(manifest: dict | None, runner_inputs: list[dict] | None) -> list[int] | None:
-    """(H, W) of the model input, from the manifest (layout-aware) or else from the runner's input shape."""
-    if manifest and manifest.get("input", {}).get("shape"):
-        shape, layout = manifest["input"]["shape"], manifest["input"].get("layout", "NHWC")
-        return [shape[2], shape[3]] if layout == "NCHW" else [shape[1], shape[2]]
+def network_input_size(manifest: dict | None, runner_inputs: list[dict] | None) -> list[int] | None:
+    """(H, W) of the network input, from the manifest or else guessed from the runner's input shape."""
+    if manifest:
+        return list(input_size_of(manifest))
     if runner_inputs:
         shape = runner_inputs[0].get("shape") or []
         if len(shape) == 4:
@@ -50,7 +45,7 @@ def make_config(manifest: dict | None, model_format: str, threads: int, engine: 
     m = manifest or {}
     return {"variant": m.get("variant", "unknown"), "format": m.get("format", model_format),
             "precision": m.get("precision", "unknown"), "threads": int(threads),
-            "input_size": input_size_of(manifest, runner_inputs) or [0, 0],
+            "input_size": network_input_size(manifest, runner_inputs) or [0, 0],
             "output": (m.get("output") or {}).get("semantics", "unknown"), "stage": m.get("stage", "full"),
             "engine": engine}
 
@@ -60,7 +55,7 @@ def build_result(*, config: dict, device: dict, runtime: dict, conditions: dict,
                  runner: dict, repeats: list[dict] | None = None, partial: bool = False) -> dict:
     """Assemble (and check) one bench result document."""
     from .. import __version__
-    from .stats import summarize
+    from ..stats import summarize
 
     doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": now_iso(), "tool_version": __version__,
            "config": config, "config_key": config_key(config), "device": device, "runtime": runtime,
@@ -108,38 +103,20 @@ def load_result(path: str | os.PathLike) -> dict:
     return validate_result(doc)
 
 
-def _fmt(value, spec=".2f", none="-"):
-    return none if value is None else format(value, spec)
-
-
-def result_table(doc: dict, title: str | None = None):
-    """A rich Table of one result (or of both sides of a compare document): one row per figure."""
-    from rich.table import Table
-
-    docs = [doc] if doc.get("schema") != COMPARE_SCHEMA else [doc["a"], doc["b"]]
-    first = docs[0]
-    dev = first["device"]
-    about = ", ".join(str(dev[k]) for k in ("model", "soc", "arch") if dev.get(k))
-    table = Table(title=title or f"{dev.get('target')} ({about})")
-    table.add_column("")
-    for label, d in zip("AB" if len(docs) == 2 else " ", docs):
-        table.add_column(f"{label} {d['config_key']}".strip() + (" (partial)" if d.get("partial") else ""),
-                         justify="right")
-    ms = lambda key: [_fmt((d.get("stats") or {}).get(key)) for d in docs]  # noqa: E731
-    cond = [d.get("conditions") or {} for d in docs]
-    rows = [
-        ("runtime", [f"{d['runtime'].get('name')} {d['runtime'].get('version')}" for d in docs]),
-        ("engine / threads", [f"{d['config']['engine']} / {d['config']['threads']}" for d in docs]),
-        ("runs (warmup)", [f"{(d.get('stats') or {}).get('count', 0)} ({d.get('warmup')})" for d in docs]),
-        ("p50 ms", ms("p50")), ("p90 ms", ms("p90")), ("mean ms", ms("mean")), ("std ms", ms("std")),
-        ("min ms", ms("min")), ("max ms", ms("max")),
-        ("CV", [_fmt((d.get("stats") or {}).get("cv"), ".1%") for d in docs]),
-        ("load / first ms", [f"{_fmt(d.get('load_ms'), '.0f')} / {_fmt(d.get('first_ms'), '.1f')}" for d in docs]),
-        ("cores", [",".join(map(str, c.get("cores") or [])) or "not pinned" for c in cond]),
-        ("temp °C before → after", [f"{_fmt(c.get('temp_before_c'), '.1f')} → {_fmt(c.get('temp_after_c'), '.1f')}"
-                                    for c in cond]),
-        ("hot / throttled", [f"{'HOT' if c.get('hot') else 'no'} / {c.get('throttled') or '-'}" for c in cond]),
-    ]
-    for name, cells in rows:
-        table.add_row(name, *cells, style="bold" if name == "p50 ms" else None)
-    return table
+def unusable_conditions(doc: dict) -> str | None:
+    """Why a result's latencies are unusable (interrupted run, throttled now, hot device), else None."""
+    if doc.get("partial"):
+        return "the run was interrupted (partial result)"
+    cond = doc.get("conditions") or {}
+    throttled = cond.get("throttled")
+    if throttled not in (None, ""):
+        try:
+            bits = int(str(throttled), 16)
+        except ValueError:
+            bits = 0
+        if bits & 0xF:                   # under-voltage / freq capped / throttled / soft temp limit NOW
+            return f"device throttled during the run (vcgencmd get_throttled={throttled})"
+    if cond.get("hot"):
+        temp = cond.get("temp_after_c") or cond.get("temp_before_c")
+        return f"device hot during the run ({temp} C)" if temp is not None else "device hot during the run"
+    return None

@@ -85,13 +85,13 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
       topformer-deploy bench --model m.tflite --device adb --engine benchmark_model --benchmark-binary ./benchmark_model
       topformer-deploy bench --compare old.tflite new.tflite --device ssh:pi@raspberrypi --runs 10 --rounds 10
     """
-    from rich.console import Console
-
-    from ..bench.harness import BenchOptions, resolve_model, run_bench, run_compare
-    from ..bench.result import result_table
+    from ..bench.cache import resolve_model
+    from ..bench.harness import BenchOptions, run_bench, run_compare
     from ..bench.transports import open_transport
-    from ..files import write_json
     from ..errors import TopformerDeployError
+    from ..files import write_json
+    from ..report.bench import result_table
+    from ..report.common import console
 
     if bool(model) == bool(compare):
         raise TopformerDeployError("give either --model ARTIFACT|VARIANT or --compare A B")
@@ -99,7 +99,7 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
         raise TopformerDeployError("--baseline / --save-baseline work with --model, not --compare")
     threshold = _slowdown(max_slowdown) if (baseline or compare) else None
     to_stdout = json_out == "-"
-    err = Console(stderr=True)
+    err = console(stderr=True)
     if breakdown:
         _breakdown(model, compare or baseline or save_baseline, fmt, input_size, device, engine, threads, warmup,
                    runs, cores, allow_hot, benchmark_binary, adb_path, ssh_config, python, json_out, err)
@@ -125,23 +125,24 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     if to_stdout:
         echo_json(doc)
     else:
-        Console().print(result_table(doc))
+        console().print(result_table(doc))
     if doc.get("conditions", {}).get("hot") or any(d.get("conditions", {}).get("hot") for d in
                                                    (doc.get("a") or {}, doc.get("b") or {})):
         err.print("[yellow]warning: the device was hot or throttled; the result is flagged (conditions.hot)[/]")
     code = 0
     if save_baseline:
-        from ..bench.baseline import save_baseline as save
+        from ..gate.baseline import save_baseline as save
 
         save(doc, save_baseline, allow_hot=allow_hot)
         err.print(f"baseline {doc['config_key']} saved in {save_baseline}")
     if baseline or compare:
-        from ..bench.baseline import load_result_or_baseline
-        from ..bench.gate import gate_results
+        from ..gate.baseline import load_result_or_baseline
+        from ..gate.compare import gate_results
+        from ..report.gate import gate_table
 
         base, cand = (doc["a"], doc["b"]) if compare else (load_result_or_baseline(baseline), doc)
         report = gate_results(base, cand, max_slowdown=threshold, alpha=alpha, cross_config=bool(compare))
-        Console(stderr=to_stdout).print(report.table())
+        console(stderr=to_stdout).print(gate_table(report))
         code = report.exit_code if baseline else 0
     sys.exit(code)
 
@@ -149,7 +150,7 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
 def _breakdown(model, conflicting, fmt, input_size, device, engine, threads, warmup, runs, cores, allow_hot,
                benchmark_binary, adb_path, ssh_config, python, json_out, err) -> None:
     """``bench --breakdown``: the one-artifact-configuration form of ``topformer-deploy breakdown``."""
-    from ..bench.breakdown import BreakdownOptions, run_breakdown
+    from ..breakdown import BreakdownOptions, run_breakdown
     from ..errors import TopformerDeployError
     from .breakdown import show_breakdown
     from .options import VARIANT_NAMES
@@ -167,7 +168,7 @@ def _breakdown(model, conflicting, fmt, input_size, device, engine, threads, war
 
 
 def _slowdown(text: str) -> float:
-    from ..bench.gate import parse_slowdown
+    from ..gate.verdict import parse_slowdown
     from ..errors import TopformerDeployError
 
     try:

@@ -63,11 +63,10 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
       topformer-deploy breakdown --variant tiny --to onnx --precision int8 --calib synthetic --json tiny.json
       topformer-deploy breakdown --variant small --device ssh:pi@raspberrypi --runs 30
     """
-    from rich.console import Console
-
-    from ..bench.breakdown import BreakdownOptions, run_breakdown
-    from ..files import write_json
+    from ..breakdown import BreakdownOptions, run_breakdown
     from ..errors import TopformerDeployError
+    from ..files import write_json
+    from ..report.common import console
 
     if not variant and not checkpoint:
         raise TopformerDeployError("give --variant (tiny, small, base) or --checkpoint")
@@ -75,7 +74,7 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
         raise TopformerDeployError("--precision int8 needs --calib DIR or --calib synthetic")
     if calib and precision != "int8":
         raise TopformerDeployError("--calib is for --precision int8")
-    err = Console(stderr=True)
+    err = console(stderr=True)
     to_stdout = json_out == "-"
     options = BreakdownOptions(fmt=fmt, precision=precision, input_size=input_size, device=device, engine=engine,
                                threads=threads, warmup=warmup, runs=runs, rounds=rounds, cores=cores,
@@ -102,12 +101,12 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
 
 def show_breakdown(doc: dict, json_out: str | None = None, chart_out: str | None = None) -> None:
     """Write the JSON / chart asked for and print the tables (or the JSON with ``--json -``)."""
-    from rich.console import Console
-
     from ..files import write_json
-    from ..report import breakdown_table, operator_note, operator_table, slowest_operators_table, write_chart
+    from ..report.breakdown import (breakdown_table, operator_note, operator_table, slowest_operators_table,
+                                    write_chart)
+    from ..report.common import console
 
-    err = Console(stderr=True)
+    err = console(stderr=True)
     if json_out and json_out != "-":
         write_json(json_out, doc)
     if chart_out:
@@ -115,7 +114,7 @@ def show_breakdown(doc: dict, json_out: str | None = None, chart_out: str | None
     if json_out == "-":
         echo_json(doc)
     else:
-        out = Console()
+        out = console()
         out.print(breakdown_table(doc))
         ops = operator_table(doc)
         out.print(ops if ops is not None else operator_note(doc))

@@ -14,17 +14,17 @@ def devices(adb_path, as_json):
 
     Ssh targets are not listed (any host in your ~/.ssh/config works with --device ssh:USER@HOST).
     """
-    from rich.console import Console
     from rich.table import Table
 
     from ..bench.transports import list_adb_devices
+    from ..report.common import console
 
     found = list_adb_devices(adb_path)
     if as_json:
         echo_json({"devices": found})
         return
     if not found:
-        Console(stderr=True).print("no adb device attached")
+        console(stderr=True).print("no adb device attached")
         return
     table = Table(title="adb devices")
     for col in ("serial", "state", "model", "SoC", "platform"):
@@ -33,5 +33,5 @@ def devices(adb_path, as_json):
         ready = d["state"] == "device"
         table.add_row(d["serial"], d["detail"] if not ready else "device", d.get("model") or "-",
                       d.get("soc") or "-", d.get("platform") or "-", style=None if ready else "yellow")
-    Console().print(table)
-    Console(stderr=True).print("bench one with --device adb:SERIAL", style="dim")
+    console().print(table)
+    console(stderr=True).print("bench one with --device adb:SERIAL", style="dim")

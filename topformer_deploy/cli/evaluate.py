@@ -58,15 +58,15 @@ def evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inpu
     Pixel agreement is the share of pixels where a model's class equals the float PyTorch model's,
     both run at the same input size.
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .. import evaluate as ev
+    from ..eval.evaluate import evaluate_models
+    from ..report.common import console
 
     kwargs = dict(num_images=num_images, ignore_index=ignore_index, reduce_zero_label=reduce_zero_label,
                   input_size=input_size, threads=threads)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), console=Console(stderr=True), transient=True, disable=as_json)
+                        TimeRemainingColumn(), console=console(stderr=True), transient=True, disable=as_json)
     task = progress.add_task("evaluating", total=None)
 
     def show(description):  # started on first use, so early errors stay one clean line
@@ -86,16 +86,16 @@ def evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inpu
             with quiet:  # the quantizers print to stdout; keep --json clean
                 rows = _sensitivity(_one_checkpoint(models), data_dir, on_image, show, **kwargs)
         else:
-            rows = ev.evaluate_models(models, data_dir, reference=reference, on_image=on_image, **kwargs)
+            rows = evaluate_models(models, data_dir, reference=reference, on_image=on_image, **kwargs)
     finally:
         if progress.live.is_started:
             progress.stop()
     if as_json:
         echo_json(rows)
         return
-    Console().print(_table(rows, sensitivity))
+    console().print(_table(rows, sensitivity))
     if per_class:
-        Console().print(_per_class_table(rows))
+        console().print(_per_class_table(rows))
 
 
 def _one_checkpoint(models) -> str:
@@ -110,14 +110,9 @@ def _sensitivity(checkpoint, data_dir, on_image, show, input_size, **kwargs):
     """One int8 ONNX artifact per stage (calibrated on 32 synthetic images) in a temp dir, then eval."""
     import tempfile
 
-    from ..errors import TopformerDeployError
+    from ..eval.sensitivity import sensitivity_report
+    from ..export.calibration import load_calibration_images
 
-    try:
-        from ..export.calibration import load_calibration_images
-        from ..export.quantize import sensitivity_report
-    except ImportError as exc:
-        raise TopformerDeployError("--sensitivity needs the int8 export (topformer_deploy.export.quantize), "
-                                   "which is not available in this install") from exc
     size = input_size or (512, 512)
     show("calibration images")
     calibration = load_calibration_images("synthetic", 32, size)

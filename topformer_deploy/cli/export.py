@@ -49,11 +49,8 @@ def export(variant, target, checkpoint, input_size, precision, calib, calib_coun
     Exit codes: 0 ok, 2 bad input or conversion error, 4 verification failed (nothing written).
     """
     from ..errors import TopformerDeployError
-    from ..export import export_model, random_live_model
-    from ..export.calibration import load_calibration_images
-    from ..export.prepare import check_export_size
-    from ..export.quantize import export_int8
-    from ..model import load_checkpoint
+    from ..export import check_export_size, export_model, load_calibration_images
+    from ..model import load_checkpoint, random_live_model
 
     formats = ["onnx", "tflite"] if target == "all" else [target]
     if precision != "int8" and (keep_float or int8_io):
@@ -78,18 +75,12 @@ def export(variant, target, checkpoint, input_size, precision, calib, calib_coun
             calibration = load_calibration_images(
                 calib, calib_count, input_size,
                 on_skip=lambda path, why: click.echo(f"warning: skipping {path}: {why}", err=True))
-        results = []
-        for fmt in formats:
-            if precision == "int8":
-                results.append(export_int8(model, fmt, out_dir, input_size=input_size, calibration=calibration,
-                                           calibration_source=calib, output=output, keep_float=keep_float,
-                                           int8_io=int8_io, verify=not no_verify, checkpoint=checkpoint,
-                                           weights=weights, progress=lambda name, fmt=fmt: step(name, fmt)))
-                continue
-            results.append(export_model(model, fmt, out_dir, input_size=input_size, precision=precision,
-                                        output=output, opset=opset, verify=not no_verify,
-                                        checkpoint=checkpoint, weights=weights,
-                                        progress=lambda name, fmt=fmt: step(name, fmt)))
+        int8 = dict(calibration=calibration, calibration_source=calib, keep_float=keep_float,
+                    int8_io=int8_io) if precision == "int8" else dict(opset=opset)
+        results = [export_model(model, fmt, out_dir, input_size=input_size, precision=precision, output=output,
+                                verify=not no_verify, checkpoint=checkpoint, weights=weights,
+                                progress=lambda name, fmt=fmt: step(name, fmt), **int8)
+                   for fmt in formats]
     documents = [{"path": str(r.path), "manifest_path": str(r.manifest_path), **r.manifest} for r in results]
     if as_json:
         echo_json(documents if target == "all" else documents[0])
@@ -129,28 +120,9 @@ class _progress:
 
 
 def _print_summary(results) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from ..report.common import console
+    from ..report.export import export_table, export_warnings
 
-    table = Table(title=f"Exported to {results[0].path.parent}")
-    for col in ("artifact", "size", "ops", "transpose", "reshape", "pad", "max abs err", "rel L2 err", "argmax agree"):
-        table.add_column(col, justify="left" if col == "artifact" else "right")
-    for r in results:
-        m, v = r.manifest, r.manifest["verification"] or {}
-        table.add_row(r.path.name, f"{m['size_bytes'] / 1e6:.2f} MB", str(sum(m["op_histogram"].values())),
-                      str(m["transpose_count"]), str(m["reshape_count"]), str(m["pad_count"]),
-                      _fmt(v.get("max_abs_error"), ".2e"), _fmt(v.get("rel_l2_error"), ".2e"),
-                      _fmt(v.get("argmax_agreement"), ".4%"))
-    Console().print(table)
-    for r in results:
-        v = r.manifest["verification"] or {}
-        if v and not v.get("passed", True) and not v.get("enforced", True):
-            click.echo(f"warning: {r.path.name}: {r.manifest['precision']} agreement "
-                       f"{v.get('argmax_agreement', 0):.2%} is below its threshold, not enforced with random "
-                       "weights (near-tied logits); export with --checkpoint to check accuracy", err=True)
-    if any(r.manifest["verification"] is None for r in results):
-        click.echo("warning: --no-verify: the artifacts were not checked against PyTorch", err=True)
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    console().print(export_table(results))
+    for line in export_warnings(results):
+        click.echo(line, err=True)

@@ -18,7 +18,7 @@ class Slowdown(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, float):
             return value
-        from ..bench.gate import parse_slowdown
+        from ..gate.verdict import parse_slowdown
 
         try:
             return parse_slowdown(value)
@@ -62,10 +62,13 @@ def gate(baseline_path, candidate_paths, max_slowdown, alpha, min_runs, github_o
 
     Exit codes: 0 pass, 1 regression, 2 inconclusive or unusable input.
     """
-    from ..bench.baseline import BASELINE_SCHEMA, SCHEMA_VERSION, entries_of, load_result_or_baseline
-    from ..files import write_atomic
-    from ..bench.gate import MIN_RUNS, gate_results, github_benchmark_entries
     from ..errors import TopformerDeployError
+    from ..files import write_atomic
+    from ..gate.baseline import BASELINE_SCHEMA, SCHEMA_VERSION, entries_of, load_result_or_baseline
+    from ..gate.compare import gate_results, github_benchmark_entries
+    from ..gate.verdict import MIN_RUNS
+    from ..report.common import console
+    from ..report.gate import gate_chart, gate_markdown, gate_table
 
     baseline = load_result_or_baseline(baseline_path)
     candidates = [load_result_or_baseline(p) for p in candidate_paths]
@@ -82,8 +85,8 @@ def gate(baseline_path, candidate_paths, max_slowdown, alpha, min_runs, github_o
     if github_out:
         write_atomic(github_out, json.dumps(github_benchmark_entries(candidates), indent=2, ensure_ascii=False) + "\n")
     if chart_out:
-        report.chart(chart_out)
-    markdown = report.markdown()
+        gate_chart(report, chart_out)
+    markdown = gate_markdown(report)
     if summary_out:
         write_atomic(summary_out, markdown)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -93,7 +96,5 @@ def gate(baseline_path, candidate_paths, max_slowdown, alpha, min_runs, github_o
     if as_json:
         echo_json(report.to_dict())
     else:
-        from rich.console import Console
-
-        Console().print(report.table())
+        console().print(gate_table(report))
     sys.exit(report.exit_code)

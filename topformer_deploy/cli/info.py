@@ -14,12 +14,12 @@ from .options import INPUT_SIZE, VARIANT, echo_json
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(variant, checkpoint, input_size, num_classes, as_json):
     """Parameters and multiply-accumulates per stage (TPM, SASE, SIM, head, full-res upsample)."""
-    from rich.console import Console
     from rich.table import Table
 
-    from ..complexity import complexity_dict, model_complexity
     from ..errors import TopformerDeployError
     from ..model import build_model, check_input_size, load_checkpoint
+    from ..model.complexity import complexity_dict, model_complexity
+    from ..report.common import console
 
     height, width = input_size
     try:
@@ -33,7 +33,7 @@ def info(variant, checkpoint, input_size, num_classes, as_json):
             raise TopformerDeployError("give --variant (tiny, small, base) or --checkpoint")
         model = build_model(variant, num_classes or 150)
     rows = model_complexity(model, height, width, full_resolution=True)
-    network = rows[:4]
+    network = [r for r in rows if r.stage != "post"]
     data = {"variant": model.variant, "num_classes": model.num_classes, "input_size": [height, width],
             "checkpoint": checkpoint, **complexity_dict(rows)}
     if as_json:
@@ -47,6 +47,6 @@ def info(variant, checkpoint, input_size, num_classes, as_json):
                       f"{r.param_share:.1%}", f"{r.macs / 1e6:,.1f}", f"{r.mac_share:.1%}")
     table.add_row("total", f"{data['total_params']:,}", "100%", f"{data['total_macs'] / 1e6:,.1f}", "100%",
                   style="bold")
-    up = rows[4].macs
+    up = rows[-1].macs
     table.add_row("(+ x8 upsample)", "0", "", f"{up / 1e6:,.1f}", f"+{up / data['total_macs']:.0%}", style="dim")
-    Console().print(table)
+    console().print(table)

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import MEAN, STD, generate_sample, preprocess
+from ..artifact import MEAN, STD
+from ..data import generate_sample
+from ..images import preprocess
 from ..errors import TopformerDeployError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .int8_common import STAGE_MODULES, QuantizationError, as_tuple, check_keep_float
+from ..model.stages import STAGE_MODULES
+from .int8_common import QuantizationError, as_tuple, check_keep_float
 
 
 def _reader(samples: Sequence, input_names: Sequence[str], progress: Callable[[int, int], None] | None):

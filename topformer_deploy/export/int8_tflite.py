@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .int8_common import STAGE_MODULES, as_tuple, check_keep_float
+from ..model.stages import STAGE_MODULES
+from .int8_common import as_tuple, check_keep_float
 from .verify import ArtifactRunner
 
 #: TFLite tensor names carry the module path as ``<Class>_<attribute>``; ai-edge-quantizer matches these.

@@ -7,13 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..artifact import OUTPUTS
 from ..errors import TopformerDeployError
-from ..fold import fold_batchnorm
-from ..model import check_input_size
-from ..model.topformer import SIZE_MULTIPLE
+from ..model.fold import fold_batchnorm
+from ..model.topformer import SIZE_MULTIPLE, check_input_size
 from .rewrite import rewrite_for_nhwc
-
-OUTPUTS = ("logits", "argmax", "argmax-full")
 
 
 class SegmentationOutput(nn.Module):

@@ -6,12 +6,11 @@
   heads, ``q @ k^T`` as a 3-D batch matmul (the converter folds the transpose of ``k`` into BATCH_MATMUL's
   ``adj_y``), and the output projection applied per head as a batch matmul followed by a sum over heads
   (so no transpose is needed to merge the heads back).
-* :func:`same_padding_strided_convs` (opt-in) - PyTorch pads a stride-2 kxk conv symmetrically by k//2,
-  which TFLite's SAME padding cannot express, so the converter puts a PAD before each of the 5 strided
-  convs. A (k+1)x(k+1) kernel whose last row/column is zero, with padding k//2, is the same function and
-  *is* SAME padding for even sizes, so the PADs disappear - but XNNPACK fuses a zero PAD into the next
-  conv anyway, while 4x4/6x6 depthwise kernels leave its fast 3x3/5x5 paths: measured 1.38x slower for
-  Tiny 512x512 (71 vs 52 ms CPU per run). Off by default; useful for delegates that do not fuse PAD.
+
+Not rewritten, measured: PyTorch pads a stride-2 kxk conv symmetrically by k//2, which TFLite's SAME padding
+  cannot express, so the converter puts a PAD before each of the 5 strided convs. A (k+1)x(k+1) kernel with
+  a zero last row/column would be SAME padding, but XNNPACK fuses a zero PAD into the next conv anyway and
+  4x4/6x6 depthwise kernels leave its fast 3x3/5x5 paths: 1.38x slower for Tiny 512x512.
 
 The PyTorch model in :mod:`topformer_deploy.model` is never changed: :func:`rewrite_for_nhwc` works on a copy.
 """
@@ -75,36 +74,11 @@ def _bias(conv: nn.Conv2d) -> torch.Tensor:
     return conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
 
 
-def same_padding_conv(conv: nn.Conv2d) -> nn.Conv2d:
-    """A stride-2 conv with odd kernel k and padding k//2 as the equal (k+1)-kernel conv (zero last row/col)."""
-    k = conv.kernel_size[0]
-    if (conv.stride != (2, 2) or conv.kernel_size != (k, k) or k % 2 == 0 or conv.padding != (k // 2, k // 2)
-            or conv.dilation != (1, 1)):
-        return conv
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, k + 1, 2, k // 2, groups=conv.groups,
-                    bias=conv.bias is not None)
-    with torch.no_grad():
-        new.weight.zero_()
-        new.weight[:, :, :k, :k] = conv.weight
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias)
-    return new
-
-
-def same_padding_strided_convs(model: nn.Module) -> nn.Module:
-    """Swap, in place, every stride-2 odd-kernel conv for its SAME-padding equivalent; returns ``model``."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Conv2d):
-                setattr(parent, name, same_padding_conv(child))
-    return model
-
-
-def rewrite_for_nhwc(folded: nn.Module, same_padding: bool = False) -> nn.Module:
-    """A copy of a BN-folded model with NHWC-friendly attention (optionally SAME-padding strided convs)."""
+def rewrite_for_nhwc(folded: nn.Module) -> nn.Module:
+    """A copy of a BN-folded model with NHWC-friendly attention."""
     model = copy.deepcopy(folded).eval()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, Attention):
                 setattr(parent, name, NhwcAttention(child))
-    return same_padding_strided_convs(model) if same_padding else model
+    return model

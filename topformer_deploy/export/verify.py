@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-#: Acceptance thresholds per precision (issue 3): relative L2 error and argmax pixel agreement.
+#: Acceptance thresholds per precision: relative L2 error and argmax pixel agreement.
 THRESHOLDS = {
     "fp32": {"rel_l2_error": 1e-4, "argmax_agreement": 0.999},
     "fp16": {"rel_l2_error": None, "argmax_agreement": 0.99},

@@ -47,15 +47,13 @@ VARIANTS: dict[str, VariantConfig] = {
         num_heads=8, head_channels=256, head_is_dw=False),
 }
 
-#: The four stages in data-flow order, as named throughout the tool.
-STAGES = ("tpm", "sase", "sim", "head")
 #: Input sizes must be multiples of this for the pooling to be an exact average pool.
 SIZE_MULTIPLE = 64
 MIN_INPUT_SIZE = 32
 
 
-class Topformer(nn.Module):
-    """Backbone: TPM -> PyramidPoolAgg + transformer (SASE) -> SIM. Returns the 1/8, 1/16, 1/32 maps."""
+class TopFormerBackbone(nn.Module):
+    """The official ``Topformer`` backbone: TPM -> PyramidPoolAgg + transformer (SASE) -> SIM. Returns the 1/8, 1/16, 1/32 maps."""
 
     def __init__(self, cfg: VariantConfig):
         super().__init__()
@@ -93,7 +91,7 @@ class TopFormer(nn.Module):
         self.variant = variant
         self.num_classes = num_classes
         self.config = cfg
-        self.backbone = Topformer(cfg)
+        self.backbone = TopFormerBackbone(cfg)
         self.decode_head = SimpleHead(cfg.head_channels, num_classes, cfg.head_is_dw)
 
     # The four stages as separate callables (timed and exported one by one later).

@@ -27,8 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .arm64_rootfs import (BOARD_DIR, VENV, BoardError, _mount, _mounts_under, _paths, _pids_in, _run, _unmount,
-                           build, built, host_problem, prepare_host)
+from .arm64_rootfs import (BOARD_DIR, BoardError, VENV, board_paths, build, built, host_problem,
+                           mount_system_dirs, mounts_under, pids_in, prepare_host, run_command, unmount_all)
 
 __all__ = ["Board", "BoardError", "build", "built", "host_problem", "prepare_host", "running", "start", "status",
            "stop"]
@@ -110,7 +110,7 @@ def _write_client_files(state: Path, port: int, host_pub: str) -> tuple[Path, Pa
     key = state / "id_ed25519"
     for old in (key, key.with_suffix(".pub")):
         old.unlink(missing_ok=True)
-    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "topformer-arm64-board-user", "-f", str(key)])
+    run_command(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "topformer-arm64-board-user", "-f", str(key)])
     known = state / "known_hosts"
     known.write_text(f"{SSH_ALIAS} {host_pub}\n")
     config = state / "ssh_config"
@@ -128,7 +128,7 @@ def ssh_config_text(port: int, key: Path, known_hosts: Path) -> str:
 
 def running(cache: Path | None = None) -> Board | None:
     """The running board, if its sshd (started by us, chrooted into the rootfs) is alive."""
-    p = _paths(cache)
+    p = board_paths(cache)
     try:
         data = json.loads(p["board"].read_text())
         if os.readlink(f"/proc/{data['pid']}/root") == str(p["root"].resolve()):
@@ -140,7 +140,7 @@ def running(cache: Path | None = None) -> Board | None:
 
 def start(cache: Path | None = None, timeout: float = 120, say=print) -> Board:
     """Start the board's sshd on a free loopback port; returns once a real ssh login answers ``aarch64``."""
-    p = _paths(cache)
+    p = board_paths(cache)
     if not built(cache):
         raise BoardError("the arm64 board is not built: run scripts/arm64-board.sh build")
     if (board := running(cache)) is not None:
@@ -151,7 +151,7 @@ def start(cache: Path | None = None, timeout: float = 120, say=print) -> Board:
     state.mkdir(parents=True, exist_ok=True)
     board_dir = root / BOARD_DIR.lstrip("/")
     try:
-        _mount(root)
+        mount_system_dirs(root)
         (root / "run/sshd").mkdir(parents=True, exist_ok=True)
         port = _free_port()
         host_pub = (board_dir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
@@ -204,25 +204,25 @@ def _wait_until_ready(board: Board, proc: subprocess.Popen, log: Path, timeout: 
 
 def stop(cache: Path | None = None) -> bool:
     """Stop the board (sshd by pid, then what is left inside the chroot), undo mounts. True if it was running."""
-    p = _paths(cache)
+    p = board_paths(cache)
     root = p["root"]
     was_running = False
     if (board := running(cache)) is not None:
         was_running = True
         _end([board.pid])
     if root.exists():
-        _end(_pids_in(root))
-        _unmount(root)
+        _end(pids_in(root))
+        unmount_all(root)
         (root / BOARD_DIR.lstrip("/") / "authorized_keys").unlink(missing_ok=True)
     p["board"].unlink(missing_ok=True)
     return was_running
 
 
 def status(cache: Path | None = None) -> dict:
-    p = _paths(cache)
+    p = board_paths(cache)
     board = running(cache)
     return {"cache": str(p["base"]), "built": built(cache), "running": asdict(board) if board else None,
-            "target": board.target if board else None, "mounts": _mounts_under(p["root"]) if p["root"].exists() else [],
+            "target": board.target if board else None, "mounts": mounts_under(p["root"]) if p["root"].exists() else [],
             "host": platform.machine()}
 
 

@@ -19,9 +19,9 @@ from importlib import metadata
 from pathlib import Path
 
 from ..errors import TopformerDeployError
+from ..files import cache_root
 
-CACHE_DIR = Path(os.environ.get("TOPFORMER_ARM64_BOARD_DIR",
-                                Path.home() / ".cache" / "topformer-deploy" / "arm64-bookworm"))
+CACHE_DIR = Path(os.environ.get("TOPFORMER_ARM64_BOARD_DIR") or cache_root() / "arm64-bookworm")
 SUITE = "bookworm"
 HOST_PACKAGES = ("qemu-user-static", "binfmt-support", "debootstrap")
 ROOTFS_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "openssh-server")
@@ -38,14 +38,14 @@ class BoardError(TopformerDeployError):
     exit_code = 3
 
 
-def _paths(cache: Path | None = None) -> dict[str, Path]:
+def board_paths(cache: Path | None = None) -> dict[str, Path]:
     base = Path(cache or CACHE_DIR)
     return {"base": base, "root": base / "rootfs", "state": base / "run", "log": base / "build.log",
             "debootstrapped": base / "debootstrap.done", "complete": base / "complete.json",
             "board": base / "run" / "board.json"}
 
 
-def _run(argv: list[str], timeout: float = 600, log: Path | None = None, env: dict | None = None) -> str:
+def run_command(argv: list[str], timeout: float = 600, log: Path | None = None, env: dict | None = None) -> str:
     """Run a local command (never through a shell); raise BoardError with its last output line on failure."""
     try:
         if log is not None:
@@ -104,7 +104,7 @@ def prepare_host(install: bool = True) -> None:
         raise BoardError(problem)
     if not (BINFMT / "register").exists():
         try:
-            _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], timeout=30)
+            run_command(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], timeout=30)
         except BoardError as exc:
             raise BoardError(f"cannot mount binfmt_misc (a container without privileges?): {exc}") from exc
     missing = _missing_host_packages()
@@ -116,13 +116,13 @@ def prepare_host(install: bool = True) -> None:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
         try:
-            _run(argv, env=env)
+            run_command(argv, env=env)
         except BoardError:
-            _run(["apt-get", "update", "-q"], env=env)
-            _run(argv, env=env)
+            run_command(["apt-get", "update", "-q"], env=env)
+            run_command(argv, env=env)
     entry = BINFMT / "qemu-aarch64"
     if not entry.exists() and shutil.which("update-binfmts"):
-        _run(["update-binfmts", "--enable", "qemu-aarch64"], timeout=60)
+        run_command(["update-binfmts", "--enable", "qemu-aarch64"], timeout=60)
     if not entry.exists():
         raise BoardError("qemu-aarch64 is not registered in binfmt_misc (update-binfmts --enable qemu-aarch64)")
     text = entry.read_text()
@@ -141,13 +141,13 @@ def debian_mirror() -> str:
             text = path.read_text(errors="replace")
         except OSError:
             continue
-        for uri, suites in _apt_entries(text, deb822=path.suffix == ".sources"):
+        for uri, suites in apt_entries(text, deb822=path.suffix == ".sources"):
             if SUITE in suites and uri.rstrip("/").endswith("/debian"):
                 return uri.rstrip("/")
     raise BoardError("no Debian bookworm mirror in /etc/apt/sources.list*; set TOPFORMER_ARM64_MIRROR")
 
 
-def _apt_entries(text: str, deb822: bool) -> list[tuple[str, list[str]]]:
+def apt_entries(text: str, deb822: bool) -> list[tuple[str, list[str]]]:
     """(uri, suites) of the binary 'deb' entries of one apt sources file, one-line or deb822 format."""
     entries = []
     if deb822:
@@ -169,7 +169,7 @@ def _apt_entries(text: str, deb822: bool) -> list[tuple[str, list[str]]]:
 
 # ---------------------------------------------------------------- mounts and processes
 
-def _mounts_under(root: Path) -> list[str]:
+def mounts_under(root: Path) -> list[str]:
     """Mount points at or below ``root``, deepest first."""
     prefix = str(root.resolve())
     points = []
@@ -180,19 +180,19 @@ def _mounts_under(root: Path) -> list[str]:
     return sorted(points, key=len, reverse=True)
 
 
-def _mount(root: Path) -> None:
+def mount_system_dirs(root: Path) -> None:
     """/proc and /dev for the chroot (sshd, python and pip need both).
 
     Not /sys: with the host's x86 CPU topology there, onnxruntime's cpuinfo crashes under qemu-user.
     """
-    mounted = set(_mounts_under(root))
+    mounted = set(mounts_under(root))
     for point, argv in (("proc", ["-t", "proc", "proc"]), ("dev", ["--bind", "/dev"])):
         if str((root / point).resolve()) not in mounted:
-            _run(["mount", *argv, str(root / point)], timeout=30)
+            run_command(["mount", *argv, str(root / point)], timeout=30)
 
 
-def _unmount(root: Path) -> None:
-    for point in _mounts_under(root):
+def unmount_all(root: Path) -> None:
+    for point in mounts_under(root):
         for _ in range(10):
             if subprocess.run(["umount", point], capture_output=True).returncode == 0:
                 break
@@ -201,7 +201,7 @@ def _unmount(root: Path) -> None:
             subprocess.run(["umount", "-l", point], capture_output=True)
 
 
-def _pids_in(root: Path) -> list[int]:
+def pids_in(root: Path) -> list[int]:
     """Processes whose root directory is the rootfs (the board's sshd and its sessions)."""
     target = str(root.resolve())
     pids = []
@@ -243,26 +243,26 @@ def _install_runtimes(root: Path, log: Path) -> dict[str, str]:
     shutil.rmtree(root / VENV.lstrip("/"), ignore_errors=True)
     env = _chroot_env()
     chroot = ["chroot", str(root)]
-    _run([*chroot, "/usr/bin/python3", "-m", "venv", VENV], log=log, env=env)
+    run_command([*chroot, "/usr/bin/python3", "-m", "venv", VENV], log=log, env=env)
     pip = [*chroot, f"{VENV}/bin/pip", "install", "-q", "--only-binary=:all:"]
     pinned = [f"{n}=={v}" if v else n for n, v in _host_versions().items()]
     try:
-        _run([*pip, *pinned], log=log, env=env, timeout=1800)
+        run_command([*pip, *pinned], log=log, env=env, timeout=1800)
     except BoardError:
         for spec in pinned:       # one by one: an unpinned fallback only where the pin has no aarch64 wheel
             try:
-                _run([*pip, spec], log=log, env=env, timeout=1800)
+                run_command([*pip, spec], log=log, env=env, timeout=1800)
             except BoardError:
-                _run([*pip, spec.split("==")[0]], log=log, env=env, timeout=1800)
+                run_command([*pip, spec.split("==")[0]], log=log, env=env, timeout=1800)
     script = ("import json, importlib.metadata as m; "
               f"print(json.dumps({{n: m.version(n) for n in {list(RUNTIME_PACKAGES)!r}}}))")
-    return json.loads(_run([*chroot, f"{VENV}/bin/python", "-c", script], env=env, timeout=120))
+    return json.loads(run_command([*chroot, f"{VENV}/bin/python", "-c", script], env=env, timeout=120))
 
 
 def built(cache: Path | None = None) -> dict | None:
     """The build record of a complete rootfs, or None."""
     try:
-        return json.loads(_paths(cache)["complete"].read_text())
+        return json.loads(board_paths(cache)["complete"].read_text())
     except (OSError, ValueError):
         return None
 
@@ -273,29 +273,29 @@ def build(force: bool = False, cache: Path | None = None, say=print) -> dict:
     A complete build is reused while the host's numpy/ai-edge-litert/onnxruntime versions are the ones it
     pinned; when they change, only the venv is rebuilt.
     """
-    p = _paths(cache)
+    p = board_paths(cache)
     record = built(cache)
     if not force and record and record.get("host_runtimes") == _host_versions():
         return record       # else the host's runtime versions changed: only the venv is redone
     prepare_host(install=True)
-    if p["root"].exists() and _pids_in(p["root"]):
+    if p["root"].exists() and pids_in(p["root"]):
         raise BoardError("the board is running; stop it before rebuilding")
     p["complete"].unlink(missing_ok=True)
     p["base"].mkdir(parents=True, exist_ok=True)
     root = p["root"]
-    _unmount(root)
+    unmount_all(root)
     try:
         debootstrap_s = None
         if force or not p["debootstrapped"].exists():
             p["debootstrapped"].unlink(missing_ok=True)
-            if _mounts_under(root):
+            if mounts_under(root):
                 raise BoardError(f"cannot unmount everything under {root}; not deleting it")
             shutil.rmtree(root, ignore_errors=True)
             p["log"].write_text("")
             mirror = debian_mirror()
             say(f"debootstrap arm64 {SUITE} from {mirror} into {root} (a few minutes; log: {p['log']})")
             start = time.monotonic()
-            _run(["debootstrap", "--arch=arm64", "--variant=minbase", f"--include={','.join(ROOTFS_PACKAGES)}",
+            run_command(["debootstrap", "--arch=arm64", "--variant=minbase", f"--include={','.join(ROOTFS_PACKAGES)}",
                   SUITE, str(root), mirror], log=p["log"], timeout=3600)
             debootstrap_s = round(time.monotonic() - start, 1)
             p["debootstrapped"].write_text(json.dumps({"seconds": debootstrap_s, "mirror": mirror}))
@@ -308,15 +308,15 @@ def build(force: bool = False, cache: Path | None = None, say=print) -> dict:
         board_dir = root / BOARD_DIR.lstrip("/")
         shutil.rmtree(board_dir, ignore_errors=True)
         board_dir.mkdir(parents=True)
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "topformer-arm64-board",
+        run_command(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "topformer-arm64-board",
               "-f", str(board_dir / "ssh_host_ed25519_key")])
         say(f"installing {', '.join(RUNTIME_PACKAGES)} into {VENV} on the board")
-        _mount(root)
+        mount_system_dirs(root)
         start = time.monotonic()
         versions = _install_runtimes(root, p["log"])
         venv_s = round(time.monotonic() - start, 1)
     finally:
-        _unmount(root)
+        unmount_all(root)
     record = {"suite": SUITE, "arch": "arm64", "root": str(root), "python": f"{VENV}/bin/python",
               "runtimes": versions, "host_runtimes": _host_versions(), "debootstrap_seconds": debootstrap_s,
               "venv_seconds": venv_s, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -1,12 +1,11 @@
 """Accuracy of checkpoints and exported artifacts on a labelled folder: mIoU, pixel accuracy, agreement.
 
 Metrics come from one confusion matrix per model accumulated over the whole folder (as mmseg does).
-Every model sees the same images, preprocessed by :func:`topformer_deploy.data.preprocess` at its input
+Every model sees the same images, preprocessed by :func:`topformer_deploy.images.preprocess` at its input
 size; its class scores are upsampled (bilinear, align_corners=False) to the label size before the argmax.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -16,111 +15,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import MEAN, STD, preprocess
-from .errors import TopformerDeployError
+from ..artifact import MEAN, STD, input_size_of, quantize_array, read_manifest
+from ..errors import TopformerDeployError
+from ..images import preprocess
+from .dataset import load_pair, read_dataset
+from .metrics import confusion_matrix, prepare_labels, scores
 
-
-# ---------------------------------------------------------------------------------------------- metrics
-def prepare_labels(label: np.ndarray, reduce_zero_label: bool = False, ignore_index: int | None = 255
-                   ) -> np.ndarray:
-    """Class ids as int64 with every ignored pixel set to -1.
-
-    ``reduce_zero_label`` is ADE20K's convention (mmseg's ``reduce_zero_label``): 0 becomes 255 and every
-    other id moves down by one. ``ignore_index`` (applied after that) is the value to skip; ``None`` scores
-    every pixel.
-    """
-    label = np.asarray(label).astype(np.int64)
-    if reduce_zero_label:
-        label = np.where(label == 0, 255, label - 1)
-        label[label == 254] = 255
-    if ignore_index is not None:
-        label = np.where(label == ignore_index, -1, label)
-    return label
-
-
-def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(num_classes, num_classes)`` int64 counts, rows = true class, columns = predicted class.
-
-    ``label`` is from :func:`prepare_labels`: negative or ``>= num_classes`` pixels are skipped. A
-    prediction outside ``[0, num_classes)`` is wrong for its row but lands in no column.
-    """
-    pred = np.asarray(pred).astype(np.int64).ravel()
-    label = np.asarray(label).astype(np.int64).ravel()
-    if pred.shape != label.shape:
-        raise ValueError(f"prediction has {pred.size} pixels, label {label.size}")
-    keep = (label >= 0) & (label < num_classes)
-    pred, label = pred[keep], label[keep]
-    if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
-        raise ValueError(f"predictions outside [0, {num_classes})")
-    counts = np.bincount(label * num_classes + pred, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
-
-
-def scores(confusion: np.ndarray) -> dict:
-    """mIoU, pixel accuracy and per-class IoU from a confusion matrix.
-
-    A class neither labelled nor predicted has IoU None and is left out of the mean (as mmseg does).
-    """
-    confusion = np.asarray(confusion, dtype=np.float64)
-    intersection = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, intersection / union, np.nan)
-    total = confusion.sum()
-    present = ~np.isnan(iou)
-    return {"miou": float(np.mean(iou[present])) if present.any() else float("nan"),
-            "pixel_accuracy": float(intersection.sum() / total) if total else float("nan"),
-            "per_class_iou": [None if np.isnan(v) else float(v) for v in iou],
-            "pixels": int(total)}
-
-
-# ---------------------------------------------------------------------------------------------- dataset
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def read_dataset(data_dir: str | os.PathLike, num_images: int | None = None
-                 ) -> tuple[list[tuple[Path, Path]], dict | None]:
-    """Pairs ``(images/<name>.jpg, annotations/<name>.png)`` (sub-folders allowed, sorted) and ``dataset.json``."""
-    root = Path(data_dir)
-    images_dir, labels_dir = root / "images", root / "annotations"
-    if not images_dir.is_dir() or not labels_dir.is_dir():
-        raise TopformerDeployError(f"{root}: expected an ADE20K-style folder with images/ and annotations/")
-    pairs = []
-    for image in sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-        label = (labels_dir / image.relative_to(images_dir)).with_suffix(".png")
-        if not label.is_file():
-            raise TopformerDeployError(f"{image}: no annotation {label}")
-        pairs.append((image, label))
-    if not pairs:
-        raise TopformerDeployError(f"{images_dir}: no images (.jpg/.png)")
-    if num_images is not None:
-        pairs = pairs[:num_images]
-    info = None
-    if (root / "dataset.json").is_file():
-        try:
-            info = json.loads((root / "dataset.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise TopformerDeployError(f"{root / 'dataset.json'}: unreadable ({exc})") from exc
-    return pairs, info
-
-
-def load_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 image and 2-D label array; a clear error for unreadable or mismatched files."""
-    try:
-        with Image.open(image_path) as im:
-            image = np.asarray(im.convert("RGB"))
-        with Image.open(label_path) as im:
-            label = np.asarray(im)
-    except (OSError, ValueError) as exc:
-        raise TopformerDeployError(f"cannot read {image_path.name} / {label_path.name}: {exc}") from exc
-    if label.ndim != 2:
-        raise TopformerDeployError(f"{label_path}: annotations must be single-channel class ids, got {label.shape}")
-    if label.shape != image.shape[:2]:
-        raise TopformerDeployError(f"{label_path}: size {label.shape} differs from its image {image.shape[:2]}")
-    return image, label
-
-
-# ---------------------------------------------------------------------------------------------- models
 @dataclass
 class Segmenter:
     """Anything evaluated: a PyTorch checkpoint or an exported artifact, seen as image -> class map."""
@@ -151,9 +51,7 @@ class Segmenter:
         if spec.get("layout") == "NHWC":
             x = x.transpose(0, 2, 3, 1)
         if spec.get("dtype", "float32") in ("int8", "uint8"):  # --int8-io: quantize as the manifest says
-            q = spec["quantization"]
-            info = np.iinfo(spec["dtype"])
-            x = np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(spec["dtype"])
+            x = quantize_array(x, **spec["quantization"], dtype=spec["dtype"])
         (y,) = self._model.run([np.ascontiguousarray(x)])
         semantics = out.get("semantics", "logits")
         if semantics == "logits" and out.get("layout") == "NHWC":
@@ -186,7 +84,7 @@ def load_segmenter(path: str | os.PathLike, input_size: tuple[int, int] | None =
     suffix = Path(path).suffix.lower()
     if suffix in (".onnx", ".tflite"):
         return _load_artifact(path, threads)
-    from .model import check_input_size, load_checkpoint
+    from ..model import check_input_size, load_checkpoint
 
     if input_size is not None:
         try:
@@ -199,8 +97,8 @@ def load_segmenter(path: str | os.PathLike, input_size: tuple[int, int] | None =
 
 def _load_artifact(path: str, threads: int | None = 1) -> Segmenter:
     """An exported artifact, fed as its manifest says (layout, size, dtype, mean/std)."""
-    from .export import ArtifactRunner, read_manifest
-    from .export.offline import quiet_native_output
+    from ..export.offline import quiet_native_output
+    from ..export.verify import ArtifactRunner
 
     manifest = read_manifest(path)
     spec = manifest["input"]
@@ -212,7 +110,7 @@ def _load_artifact(path: str, threads: int | None = 1) -> Segmenter:
     if spec.get("dtype") in ("int8", "uint8") and "quantization" not in spec:
         raise TopformerDeployError(f"{path}: {spec['dtype']} input but its manifest has no input quantization")
     shape = spec["shape"]
-    size = (shape[1], shape[2]) if spec.get("layout") == "NHWC" else (shape[2], shape[3])
+    size = input_size_of(manifest)
     try:
         with quiet_native_output():  # the runtimes print banners (XNNPACK) on the first run
             runner = ArtifactRunner(path, threads)
@@ -330,26 +228,3 @@ def _check_classes(segmenters: Sequence[Segmenter], info: dict | None, reduce: b
         if seg.num_classes != expected:
             raise TopformerDeployError(f"{seg.path} predicts {seg.num_classes} classes but the dataset has "
                                        f"{expected} (check --reduce-zero-label / --ignore-index)")
-
-
-# ---------------------------------------------------------------------------------------------- sensitivity
-#: ``quantize_stage(checkpoint, stage) -> artifact path``: an int8 artifact with only ``stage`` quantized
-#: (the others kept in float). Provided by the int8 export as ``topformer_deploy.export.quantize.stage_quantizer``.
-StageQuantizer = Callable[[str, str], str]
-
-
-def stage_sensitivity(checkpoint: str, data_dir: str | os.PathLike, quantize_stage: StageQuantizer,
-                      stages: Sequence[str] | None = None, **kwargs) -> list[dict]:
-    """mIoU drop caused by quantizing one stage at a time (TPM, SASE, SIM, head), in mIoU points."""
-    from .model import STAGES
-
-    stages = list(stages or STAGES)
-    artifacts = [quantize_stage(checkpoint, stage) for stage in stages]
-    rows = evaluate_models([checkpoint, *artifacts], data_dir, reference=checkpoint, **kwargs)
-    base = rows[0]["miou"]
-    for stage, row in zip(stages, rows[1:]):
-        row["stage"] = stage
-        row["miou_drop_points"] = 100.0 * (base - row["miou"])
-    rows[0]["stage"] = "none (float)"
-    rows[0]["miou_drop_points"] = 0.0
-    return rows

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .model import TopFormer, check_input_size
+from .stages import STAGES
+from .topformer import TopFormer, check_input_size
 
 #: Bilinear resize: 4 neighbours weighted per output value (counted by hand; no library counts resizes).
 BILINEAR_MACS_PER_OUTPUT = 4
@@ -21,7 +22,8 @@ class StageCost:
     mac_share: float = 0.0
 
 
-def _macs(fn, *args) -> tuple[int, object]:
+def count_macs(fn, *args) -> tuple[int, object]:
+    """(multiply-accumulates, output) of ``fn(*args)``, counted by torch's FlopCounterMode (MACs = FLOPs / 2)."""
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         out = fn(*args)
@@ -35,17 +37,17 @@ def _params(*modules: torch.nn.Module) -> int:
 def model_complexity(model: TopFormer, height: int, width: int, full_resolution: bool = False) -> list[StageCost]:
     """Per-stage cost of ``model`` on a (height, width) input: TPM, SASE (incl. pooling), SIM, head.
 
-    With ``full_resolution`` a last row counts the x8 bilinear upsample of the logits to the input size
-    (the post-processing an app needs; argmax is comparisons, not MACs). Convs and matmuls are counted by
+    With ``full_resolution`` a last row, ``post``, counts the x8 bilinear upsample of the logits to the input
+    size (the post-processing an app needs; argmax is comparisons, not MACs). Convs and matmuls are counted by
     ``torch.utils.flop_counter`` (MACs = FLOPs / 2).
     """
     check_input_size(height, width)
     image = torch.zeros(1, 3, height, width)
     bb = model.backbone
-    tpm_macs, tokens = _macs(model.tpm, image)
-    sase_macs, semantics = _macs(model.sase, tokens)
-    sim_macs, injected = _macs(model.sim, tokens, semantics)
-    head_macs, logits = _macs(model.head, injected)
+    tpm_macs, tokens = count_macs(model.tpm, image)
+    sase_macs, semantics = count_macs(model.sase, tokens)
+    sim_macs, injected = count_macs(model.sim, tokens, semantics)
+    head_macs, logits = count_macs(model.head, injected)
     rows = [
         StageCost("tpm", _params(bb.tpm), tpm_macs),
         StageCost("sase", _params(bb.ppa, bb.trans), sase_macs),
@@ -54,18 +56,18 @@ def model_complexity(model: TopFormer, height: int, width: int, full_resolution:
     ]
     if full_resolution:
         upsample = logits.shape[1] * height * width * BILINEAR_MACS_PER_OUTPUT
-        rows.append(StageCost("upsample", 0, upsample))
+        rows.append(StageCost("post", 0, upsample))
     total_params = sum(r.params for r in rows[:4]) or 1
     total_macs = sum(r.macs for r in rows[:4]) or 1
-    for r in rows:  # shares are of the network (TPM..head); the upsample's is relative to that too
+    for r in rows:  # shares are of the network (TPM..head); post's is relative to that too
         r.param_share = r.params / total_params
         r.mac_share = r.macs / total_macs
     return rows
 
 
 def complexity_dict(rows: list[StageCost]) -> dict:
-    """JSON-ready form: the network's stage rows, totals, and the upsample's MACs when counted."""
-    network = [r for r in rows if r.stage != "upsample"]
-    upsample = next((r.macs for r in rows if r.stage == "upsample"), None)
+    """JSON-ready form: the network's stage rows, totals, and post's (the upsample's) MACs when counted."""
+    network = [r for r in rows if r.stage in STAGES]
+    upsample = next((r.macs for r in rows if r.stage == "post"), None)
     return {"stages": [asdict(r) for r in network], "total_params": sum(r.params for r in network),
-            "total_macs": sum(r.macs for r in network), "upsample_macs": upsample}
+            "total_macs": sum(r.macs for r in network), "post_macs": upsample}

@@ -5,19 +5,13 @@ TopFormer paper claims (SASE: most parameters, little latency), measured on a de
 """
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 from rich.table import Table
 
-from .files import write_atomic
-
-STAGE_LABELS = {"tpm": "TPM", "sase": "SASE", "sim": "SIM", "head": "head", "post": "post (x8 + argmax)"}
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+from ..model.stages import STAGE_LABELS
+from .common import pct, pyplot, save_figure
 
 
 def breakdown_table(doc: dict) -> Table:
@@ -36,12 +30,12 @@ def breakdown_table(doc: dict) -> Table:
     for row in doc["stages"]:
         if row["stage"] == "post":
             table.add_section()
-        table.add_row(STAGE_LABELS.get(row["stage"], row["stage"]), f"{row['params']:,}", _pct(row["param_share"]),
-                      f"{row['macs'] / 1e6:.1f}", _pct(row["mac_share"]), f"{row['p50_ms']:.2f}",
-                      f"{row['p90_ms']:.2f}", _pct(row["latency_share"]))
+        table.add_row(STAGE_LABELS.get(row["stage"], row["stage"]), f"{row['params']:,}", pct(row["param_share"]),
+                      f"{row['macs'] / 1e6:.1f}", pct(row["mac_share"]), f"{row['p50_ms']:.2f}",
+                      f"{row['p90_ms']:.2f}", pct(row["latency_share"]))
     whole = doc["whole"]
     table.add_section()
-    table.add_row("sum of stages", "", "", "", "", f"{doc['network_sum_ms']:.2f}", "", _pct(doc["reconciliation"]))
+    table.add_row("sum of stages", "", "", "", "", f"{doc['network_sum_ms']:.2f}", "", pct(doc["reconciliation"]))
     table.add_row("whole model", f"{whole['params']:,}", "100.0%", f"{whole['macs'] / 1e6:.1f}", "100.0%",
                   f"{whole['p50_ms']:.2f}", f"{whole['p90_ms']:.2f}", "100.0%")
     return table
@@ -57,11 +51,11 @@ def operator_table(doc: dict) -> Table | None:
         table.add_column(name, justify="left" if name == "stage" else "right")
     for stage, entry in view["stages"].items():
         per_run = entry.get("ms_per_run", entry["ms"])
-        table.add_row(STAGE_LABELS.get(stage, stage), str(entry["ops"]), f"{per_run:.3f}", _pct(entry["share"]))
+        table.add_row(STAGE_LABELS.get(stage, stage), str(entry["ops"]), f"{per_run:.3f}", pct(entry["share"]))
     rest = view["unattributed"]
     if rest["ops"]:
         per_run = rest.get("ms_per_run", rest["ms"])
-        table.add_row("unattributed", str(rest["ops"]), f"{per_run:.3f}", _pct(rest["share"]))
+        table.add_row("unattributed", str(rest["ops"]), f"{per_run:.3f}", pct(rest["share"]))
     return table
 
 
@@ -78,7 +72,7 @@ def slowest_operators_table(doc: dict, limit: int = 10) -> Table | None:
     for op in ops[:limit]:
         where = "x".join(map(str, op["output_shape"][1:])) if op.get("output_shape") else (op.get("node") or "")
         table.add_row(STAGE_LABELS.get(op.get("stage"), op.get("stage") or "-"), op["name"], where,
-                      f"{op['ms']:.3f}", _pct(op["ms"] / total))
+                      f"{op['ms']:.3f}", pct(op["ms"] / total))
     return table
 
 
@@ -89,13 +83,10 @@ def operator_note(doc: dict) -> str | None:
 
 
 def write_chart(doc: dict, path: str | os.PathLike) -> Path:
-    """A grouped bar chart (PNG): parameter, MAC and latency share per stage; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """A grouped bar chart (PNG/SVG/PDF): parameter, MAC and latency share per stage; written atomically."""
     import numpy as np
 
+    plt = pyplot()
     rows = doc["stages"]
     labels = [STAGE_LABELS.get(r["stage"], r["stage"]) for r in rows]
     series = [("parameters", "param_share", "#4c72b0"), ("MACs", "mac_share", "#dd8452"),
@@ -120,12 +111,7 @@ def write_chart(doc: dict, path: str | os.PathLike) -> Path:
     ax.axvline(len(rows) - 1.5, color="grey", lw=0.8, ls="--")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
-    return write_atomic(path, buf.getvalue())
+    return save_figure(fig, path)
 
 
 def markdown_table(doc: dict) -> str:
@@ -133,11 +119,11 @@ def markdown_table(doc: dict) -> str:
     lines = ["| stage | params | params % | MMACs | MACs % | p50 ms | latency % |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in doc["stages"]:
-        lines.append(f"| {STAGE_LABELS.get(r['stage'], r['stage'])} | {r['params']:,} | {_pct(r['param_share'])} "
-                     f"| {r['macs'] / 1e6:.1f} | {_pct(r['mac_share'])} | {r['p50_ms']:.2f} "
-                     f"| {_pct(r['latency_share'])} |")
+        lines.append(f"| {STAGE_LABELS.get(r['stage'], r['stage'])} | {r['params']:,} | {pct(r['param_share'])} "
+                     f"| {r['macs'] / 1e6:.1f} | {pct(r['mac_share'])} | {r['p50_ms']:.2f} "
+                     f"| {pct(r['latency_share'])} |")
     whole = doc["whole"]
-    lines.append(f"| sum of stages (network) | | | | | {doc['network_sum_ms']:.2f} | {_pct(doc['reconciliation'])} |")
+    lines.append(f"| sum of stages (network) | | | | | {doc['network_sum_ms']:.2f} | {pct(doc['reconciliation'])} |")
     lines.append(f"| whole model | {whole['params']:,} | 100% | {whole['macs'] / 1e6:.1f} | 100% | "
                  f"{whole['p50_ms']:.2f} | 100% |")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
-"""Preprocessing (the normalisation every artifact expects) and inputs for verification.
+"""The pixels every model and artifact is fed: preprocessing, bundled photos and seeded random inputs.
 
 Real photos come from the images scikit-image ships inside its package (read from disk, never fetched).
+The normalisation constants are the artifact contract's (:mod:`topformer_deploy.artifact`).
 """
 from __future__ import annotations
 
@@ -8,23 +9,25 @@ from pathlib import Path
 
 import numpy as np
 
-#: ImageNet/ADE20K normalisation of RGB pixels in [0, 255] (official mmseg config).
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
-COLOR_ORDER = "RGB"
-VALUE_RANGE = (0, 255)
+from .artifact import MEAN, STD
+
 #: Colour photos bundled with scikit-image (no network needed).
 SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
 
 
-def preprocess(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An HxWx3 RGB image (uint8 or [0, 255] floats) -> normalised float32 NCHW batch of one at ``size``."""
+def preprocess(rgb: np.ndarray, size: tuple[int, int], mean=MEAN, std=STD) -> np.ndarray:
+    """An HxWx3 RGB image (uint8 or [0, 255] floats) -> normalised float32 NCHW batch of one at ``size``.
+
+    Bilinear, anti-aliased resize, then (x - mean) / std: eval, calibration and verification feed models
+    identically.
+    """
     from skimage.transform import resize
 
+    rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
-    image = resize(rgb[..., :3].astype(np.float32), size, order=1, preserve_range=True, anti_aliasing=True)
-    image = (image - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
+    image = resize(rgb[..., :3].astype(np.float32), tuple(size), order=1, preserve_range=True, anti_aliasing=True)
+    image = (image - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
 
 

@@ -6,14 +6,14 @@ written atomically. Reading accepts a baseline file or a single bench result.
 """
 from __future__ import annotations
 
-from ..files import write_atomic
-
-import datetime as dt
 import json
 import math
 from pathlib import Path
 
+from ..artifact import now_iso
+from ..bench.result import unusable_conditions, validate_result
 from ..errors import TopformerDeployError
+from ..files import write_json
 
 BASELINE_SCHEMA = "topformer-deploy/baseline"
 SCHEMA_VERSION = 1
@@ -25,8 +25,6 @@ class BaselineError(TopformerDeployError):
 
 def check_result(doc, where: str = "bench result") -> dict:
     """Raise BaselineError unless ``doc`` is a bench result the gate can use; return it."""
-    from .result import validate_result
-
     try:
         validate_result(doc)
     except TopformerDeployError as exc:
@@ -83,8 +81,6 @@ def save_baseline(result_doc: dict, path, allow_hot: bool = False) -> dict:
     Refuses a result from another device than the file's, and (unless ``allow_hot``) one measured
     on a throttled or hot device. The file is replaced atomically.
     """
-    from .gate import unusable_conditions
-
     check_result(result_doc)
     problem = unusable_conditions(result_doc)
     if problem and not allow_hot:
@@ -102,12 +98,12 @@ def save_baseline(result_doc: dict, path, allow_hot: bool = False) -> dict:
         doc = {"schema": BASELINE_SCHEMA, "schema_version": SCHEMA_VERSION, "entries": {}}
     key = result_doc["config_key"]
     doc["device"] = result_doc["device"]
-    doc["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    doc["updated"] = now_iso()
     doc["entries"] = {**doc.get("entries", {}), key: result_doc}
     doc["recorded"] = {k: {"created": r.get("created"), "runtime": r.get("runtime"),
                            "tool_version": r.get("tool_version"), "conditions": r.get("conditions"),
                            "runs": len(r["latencies_ms"])} for k, r in sorted(doc["entries"].items())}
-    write_atomic(path, json.dumps(doc, indent=1) + "\n")
+    write_json(path, doc, indent=1)
     return doc
 
 

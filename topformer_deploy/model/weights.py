@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..model import TopFormer, build_model
-from ..model.blocks import Attention
+from .topformer import TopFormer, build_model
+from .blocks import Attention
 
 #: Calibration batch: big enough for per-channel statistics at the 1/64 grid, small enough to be instant.
 _CALIBRATION_SHAPE = (2, 3, 256, 256)

@@ -1,0 +1,82 @@
+"""The breakdown document: per stage parameters, MACs and latency side by side, and the reconciliation
+``sum of the network's stages / whole model`` (post is reported beside the network, not in that sum)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import __version__
+from ..artifact import now_iso
+from ..model import TopFormer
+from ..model.complexity import model_complexity
+from ..model.stages import ALL_STAGES, STAGES
+from .options import BreakdownOptions
+
+SCHEMA = "topformer-deploy/breakdown"
+SCHEMA_VERSION = 1
+#: reconciliation (sum of stages / whole model) inside this band is "consistent"
+RECONCILE_BAND = (0.85, 1.15)
+
+
+def summarize_breakdown(model: TopFormer, results: dict[str, dict], artifacts: dict[str, dict],
+                        options: BreakdownOptions, weights: str, op_view: dict | None) -> dict:
+    """The breakdown document: per stage params / MACs / p50 / shares, and the reconciliation."""
+    h, w = options.input_size
+    cost = {r.stage: r for r in model_complexity(model, h, w, full_resolution=True)}
+    whole = results["full"]["stats"]
+    shares = round_shares(results)
+    rows = []
+    for stage in ALL_STAGES:
+        stats = results[stage]["stats"]
+        c = cost[stage]
+        rows.append({"stage": stage, "in_network": stage in STAGES, "params": c.params,
+                     "param_share": c.param_share, "macs": c.macs, "mac_share": c.mac_share,
+                     "p50_ms": stats["p50"], "p90_ms": stats["p90"], "mean_ms": stats["mean"], "cv": stats["cv"],
+                     "latency_share": shares[stage], "artifact": str(artifacts[stage]["path"]),
+                     "config_key": results[stage]["config_key"]})
+    network_sum = sum(r["p50_ms"] for r in rows if r["in_network"])
+    per_round = round_reconciliations(results)
+    reconciliation = float(np.median(per_round)) if per_round else network_sum / whole["p50"]
+    full = results["full"]
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": now_iso(), "tool_version": __version__,
+        "config": {"variant": model.variant, "format": options.fmt, "precision": options.precision,
+                   "threads": options.threads, "input_size": [h, w], "engine": options.engine,
+                   "device": options.device, "warmup": options.warmup, "runs": options.runs, "weights": weights,
+                   "calibration": options.calibration_source if options.precision == "int8" else None},
+        "device": full.get("device"), "runtime": full.get("runtime"),
+        "stages": rows,
+        "whole": {"p50_ms": whole["p50"], "p90_ms": whole["p90"], "mean_ms": whole["mean"], "cv": whole["cv"],
+                  "params": sum(cost[s].params for s in STAGES),
+                  "macs": sum(cost[s].macs for s in STAGES), "artifact": str(artifacts["full"]["path"]),
+                  "config_key": full["config_key"]},
+        "network_sum_ms": network_sum, "reconciliation": reconciliation, "reconciliation_rounds": per_round,
+        "reconciliation_pooled": network_sum / whole["p50"],
+        "reconciled": RECONCILE_BAND[0] <= reconciliation <= RECONCILE_BAND[1], "reconcile_band": list(RECONCILE_BAND),
+        "note": "reconciliation = (tpm + sase + sim + head p50) / whole-model p50, computed within each round "
+                "(the artifacts of a round run back to back) and the median over rounds taken, so a drift of "
+                "the machine's load between rounds cancels; reconciliation_pooled uses the p50s over all "
+                "rounds. post (x8 bilinear upsample to the input size + argmax) is timed beside the network, "
+                "not in that sum; every latency share is a stage's p50 over the whole model's p50, taken in "
+                "each round and the median over rounds; parameter and MAC shares are of the network's totals",
+        "operator_view": op_view,
+        "results": results,
+    }
+
+
+def round_reconciliations(results: dict[str, dict]) -> list[float]:
+    """(sum of the network stages' p50 / whole-model p50) within each round of interleaved runs."""
+    repeats = {stage: results[stage].get("repeats") or [] for stage in ("full", *STAGES)}
+    rounds = min(len(r) for r in repeats.values())
+    return [sum(repeats[s][i]["p50"] for s in STAGES) / repeats["full"][i]["p50"] for i in range(rounds)]
+
+
+def round_shares(results: dict[str, dict]) -> dict[str, float]:
+    """Each stage's p50 / whole-model p50, taken within each round, median over rounds (paired in time)."""
+    whole = results["full"].get("repeats") or []
+    shares = {}
+    for stage in ALL_STAGES:
+        own = results[stage].get("repeats") or []
+        ratios = [a["p50"] / b["p50"] for a, b in zip(own, whole)]
+        shares[stage] = float(np.median(ratios)) if ratios else results[stage]["stats"]["p50"] / \
+            results["full"]["stats"]["p50"]
+    return shares

@@ -1,0 +1,50 @@
+"""What a breakdown exports and how it times it: the same settings for every stage and the whole model."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+FORMATS = ("tflite", "onnx")
+PRECISIONS = ("fp32", "fp16", "int8")
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BreakdownOptions:
+    """One artifact configuration (format, precision, input size) on one device, one engine."""
+
+    fmt: str = "tflite"
+    precision: str = "fp32"
+    input_size: tuple[int, int] = (512, 512)
+    device: str = "local"
+    engine: str = "python"
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 50
+    cores: str = "big"
+    benchmark_binary: str | None = None
+    adb_path: str | None = None
+    ssh_config: str | None = None
+    python: str | None = None                     # None: this interpreter for local, python3 elsewhere
+    allow_hot: bool = False
+    calibration: list[np.ndarray] | None = None   # NCHW float32 images, preprocessed (int8 only)
+    calibration_source: str | None = None
+    rounds: int = 5                                # runs are split into rounds, stages interleaved
+    profile: bool = True                           # the operator view, where the engine can give one
+
+    def bench_options(self, runs: int | None = None, **overrides):
+        """The bench harness options of one timing call with these settings."""
+        from ..bench.harness import BenchOptions
+
+        fields = dict(threads=self.threads, warmup=self.warmup, runs=runs or self.runs, cores=self.cores,
+                      engine=self.engine, allow_hot=self.allow_hot, python=self.python,
+                      benchmark_binary=self.benchmark_binary)
+        return BenchOptions(**{**fields, **overrides})
+
+    def transport(self):
+        """An open transport to the device."""
+        from ..bench.transports import open_transport
+
+        return open_transport(self.device, self.adb_path, self.ssh_config)
