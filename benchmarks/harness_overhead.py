@@ -72,7 +72,8 @@ def main() -> int:
 
     from topformer_deploy.bench.cache import resolve_model
     from topformer_deploy.bench.harness import BenchOptions, run_bench
-    from topformer_deploy.bench.transports import LocalTransport, SshTransport, open_transport
+    from topformer_deploy.bench.devices import open_transport
+    from topformer_deploy.bench.transports import LocalTransport, SshTransport
 
     console = Console(stderr=True)
     path = resolve_model(args.model, args.format, (args.input_size, args.input_size), console.print)

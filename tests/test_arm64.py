@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from conftest import unavailable
 from topformer_deploy.cli import main
 from topformer_deploy.bench import device_runner
-from topformer_deploy.testing import arm64_board, arm64_rootfs
-from topformer_deploy.testing.arm64_board import BoardError
+from topformer_deploy.bench.sim import userland
+from topformer_deploy.testing import arm64_board
+from topformer_deploy.testing.arm64_board import UserlandError
 
 SIZE = (64, 64)
 NUM_CLASSES = 8
@@ -39,7 +40,7 @@ def board():
         unavailable(f"the arm64 board cannot run here: {problem}")
     try:
         arm64_board.prepare_host(install=True)
-    except BoardError as exc:
+    except UserlandError as exc:
         unavailable(f"the arm64 board cannot run here: {exc}")
     arm64_board.build()
     existing = arm64_board.running()
@@ -48,8 +49,8 @@ def board():
     if existing is None:
         arm64_board.stop()
         root = Path(arm64_board.built()["root"])
-        assert arm64_rootfs.mounts_under(root) == [], "mounts left under the rootfs"
-        assert arm64_rootfs.pids_in(root) == [], "processes left in the chroot"
+        assert userland.mounts_under(root) == [], "mounts left under the rootfs"
+        assert userland.pids_in(root) == [], "processes left in the chroot"
         assert arm64_board.running() is None
 
 
@@ -155,6 +156,26 @@ def test_bench_on_aarch64_matches_x86(board, artifacts, kind, tmp_path):
 
 
 @pytest.mark.board
+def test_the_board_describes_a_pi4_cpu_so_xnnpack_runs(board, artifacts):
+    """Like on a real Pi 4, LiteRT's CPU detection succeeds and the XNNPACK delegate is created."""
+    probe = ("from ai_edge_litert.interpreter import Interpreter; import onnxruntime as ort; "
+             f"Interpreter(model_path={str(artifacts['tflite-fp32'])!r}).allocate_tensors(); "
+             f"ort.InferenceSession({str(artifacts['onnx-fp32'])!r}); print(open('/proc/cpuinfo').read())")
+    subprocess.run(board.ssh_argv(["mkdir", "-p", str(artifacts["tflite-fp32"].parent)]), timeout=60)
+    for name in ("tflite-fp32", "onnx-fp32"):
+        copy = subprocess.run(["scp", "-q", "-F", board.ssh_config, str(artifacts[name]),
+                               f"arm64-board:{artifacts[name]}"], capture_output=True, text=True, timeout=120)
+        assert copy.returncode == 0, copy.stderr
+    res = subprocess.run(board.ssh_argv([board.python, "-c", probe]), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Created TensorFlow Lite XNNPACK delegate for CPU" in res.stderr
+    assert "CPU part\t: 0xd08" in res.stdout                       # Cortex-A72, as on a Raspberry Pi 4
+    cpus = subprocess.run(board.ssh_argv(["cat", "/sys/devices/system/cpu/possible"]), capture_output=True,
+                          text=True, timeout=60)
+    assert cpus.stdout.strip() == "0-3"
+
+
+@pytest.mark.board
 def test_tflite_operator_profile_on_aarch64(board, artifacts, tmp_path):
     """The runner's one-op TFLite profile runs on the board and comes back through the harness."""
     doc = _bench("--model", str(artifacts["tflite-fp32"]), "--device", board.target, "--ssh-config",
@@ -177,4 +198,4 @@ def test_tflite_operator_profile_on_aarch64(board, artifacts, tmp_path):
      [("http://mirror.example/debian", ["bookworm", "bookworm-updates"])]),
 ])
 def test_apt_sources_are_read_in_both_formats(text, deb822, expected):
-    assert arm64_rootfs.apt_entries(text, deb822) == expected
+    assert userland.apt_entries(text, deb822) == expected

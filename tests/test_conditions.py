@@ -10,7 +10,7 @@ from topformer_deploy.bench.conditions import (
     android_cpu_temperature, collect_conditions, decode_throttled, is_hot, parse_adb_devices, parse_cpuinfo,
     parse_cpu_list, parse_device_tree_model, parse_getprop, parse_getprop_value, parse_lscpu, parse_thermalservice,
     parse_vcgencmd, select_cores, soc_from_cpuinfo, soc_from_props, thermal_verdict)
-from topformer_deploy.bench.transports import LocalTransport, RunResult
+from topformer_deploy.bench.transports import LocalTransport, RunResult, Transport
 from topformer_deploy.errors import TopformerDeployError
 
 
@@ -258,7 +258,7 @@ def test_collect_conditions_on_this_machine():
     assert cond["os"].startswith("Linux")
 
 
-class CannedTransport:
+class CannedTransport(Transport):
     """Answers the collector's probe with a fixed text (what a board would print)."""
 
     name = kind = "canned"

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from sshd import start_sshd
+from topformer_deploy.bench.devices import open_transport
 from topformer_deploy.bench.lock import device_lock, lock_path
 from topformer_deploy.bench.transports import (AdbTransport, DeviceError, LocalTransport, SshTransport,
-                                               list_adb_devices, open_transport)
+                                               list_adb_devices)
 from topformer_deploy.errors import TopformerDeployError
 
 FAKE_ADB = Path(__file__).parent / "fakes" / "adb"

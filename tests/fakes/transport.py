@@ -51,8 +51,9 @@ class MemoryTransport(Transport):
         self.runner_calls: list[list[str]] = []
         self.latency, self.interrupt_on = latency, interrupt_on
 
-    def run(self, argv, timeout=60, check=True, stdin=None):
+    def run(self, argv, timeout=60, check=True, stdin=None, env=None):
         argv = list(argv)
+        self.last_env = env
         if argv[:2] == ["mktemp", "-d"]:
             path = f"/memory/tmp.{len(self.dirs) + 1}"
             self.dirs.add(path)
@@ -66,8 +67,8 @@ class MemoryTransport(Transport):
             return self._runner(argv)
         return self._checked(RunResult(127, "", f"{argv[0]}: not found"), argv, check)
 
-    def shell(self, script, timeout=60, check=True):
-        return RunResult(0, PROBE, "")
+    def probe(self, script, timeout=60):
+        return PROBE
 
     def push(self, local, remote, timeout=300):
         self.files[remote] = Path(local).read_bytes()

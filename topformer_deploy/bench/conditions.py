@@ -330,8 +330,7 @@ def collect_conditions(transport, cores=None, timeout: float = 20.0) -> dict:
     the device reports is taken as is (under qemu-user /proc/cpuinfo is the host's and says so).
     ``cores`` (a --cores spec) adds ``cores``: the CPU ids :func:`select_cores` picks.
     """
-    result = transport.shell(_PROBE, timeout=timeout, check=False)
-    s = _sections(result.stdout)
+    s = _sections(transport.probe(_PROBE, timeout=timeout))
     cpuinfo = parse_cpuinfo(s.get("cpuinfo", ""))
     freq = _cpufreq(s.get("cpufreq", ""))
     props = parse_getprop(s.get("getprop", ""))

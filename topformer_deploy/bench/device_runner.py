@@ -269,12 +269,14 @@ def one_op_models(path):
     return result
 
 
-def profile_tflite_ops(path, threads, choice, rounds, reps=3, seed=0):
+def profile_tflite_ops(path, threads, choice, rounds, reps=3, seed=0, counted=False):
     """Median latency of every operator of a .tflite, each run as its own one-op model (same runtime).
 
     The ``rounds`` sweeps each load every one-op model afresh and time ``reps`` invocations, so the
     operators share the machine's drift and only one interpreter lives at a time (memory stays low).
     Returns ``{"kind": "tflite-one-op", "rows": [{"index", "name", "output_shape", "ms"}...], ...}``.
+    ``counted`` (a simulated core, one round, one rep): each row also gets its ``instructions`` (all
+    counters of its invocation, net of the marks' cost).
     """
     np = _np()
     interpreter_cls, runtime, version = _load_tflite_interpreter(choice)
@@ -294,13 +296,19 @@ def profile_tflite_ops(path, threads, choice, rounds, reps=3, seed=0):
                     interp.set_tensor(detail["index"], random_input(info, rng))
                 interp.invoke()
                 for _ in range(reps):
+                    if counted:
+                        mark(MARK_OP, k)
                     start = time.perf_counter()
                     interp.invoke()
                     times[k].append((time.perf_counter() - start) * 1e3)
+                    if counted:
+                        mark(MARK_OP + 1, k)
             except (RuntimeError, ValueError) as exc:
                 errors[k] = _one_line(exc)
             interp = None
     rows = []
+    marks = read_marks(os.environ["TOPFORMER_DEPLOY_COUNTS"], os.getpid())[2] if counted else {}
+    overhead = between_marks(marks, MARK_NULL, 0) if (MARK_NULL, 0) in marks else None
     for k, (index, name, shape, _) in enumerate(models):
         row = {"index": index, "name": name, "output_shape": shape}
         if k in errors:
@@ -308,6 +316,8 @@ def profile_tflite_ops(path, threads, choice, rounds, reps=3, seed=0):
         else:
             ordered = sorted(times[k])
             row["ms"] = ordered[len(ordered) // 2]
+            if counted:
+                row["instructions"] = between_marks(marks, MARK_OP, k, overhead)
         rows.append(row)
     return {"kind": "tflite-one-op", "runtime": {"name": runtime, "version": str(version)}, "threads": threads,
             "rounds": max(1, rounds), "reps": reps, "rows": rows,
@@ -426,6 +436,65 @@ def save_outputs(path, arrays, infos):
         raise
 
 
+# ------------------------------------------------------------------ simulated cores: instruction marks
+#: On a simulated core (``sim:CORE``: qemu-user with the project's counting plugin) the environment sets
+#: TOPFORMER_DEPLOY_MARKERS=1 and TOPFORMER_DEPLOY_COUNTS=<the plugin's output file>. A mark is a guest
+#: ``lseek(<fd of /dev/null>, MARK_MAGIC | event << 24 | index, 0)``, which the plugin takes as "snapshot
+#: the counters" and the kernel as a seek of /dev/null that does nothing (no exception: the Python between
+#: two marks stays short and repeats exactly). Marks sit outside the timed region.
+MARK_MAGIC = 0x7466647000000000
+MARK_WARMUP, MARK_RUN, MARK_NULL, MARK_OP = 1, 3, 5, 7      # begin = event, end = event + 1
+_MARK_FD = []
+
+
+def markers_enabled():
+    return os.environ.get("TOPFORMER_DEPLOY_MARKERS") == "1"
+
+
+def mark(event, index=0):
+    if not _MARK_FD:
+        _MARK_FD.append(os.open(os.devnull, os.O_RDONLY))
+    os.lseek(_MARK_FD[0], MARK_MAGIC | (event << 24) | (index & 0xFFFFFF), 0)
+
+
+def read_marks(path, pid):
+    """(classes, kinds, {(event, index): counts}) from the plugin's snapshot lines of process ``pid``.
+
+    The classes are disjoint and add up to ``total``; the kinds (FMLA, SDOT, SMLAL...) are subsets of them.
+    """
+    header, marks = None, {}
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if rec.get("pid") != pid:
+                continue  # a forked child's lines (it inherits the plugin and the file)
+            if rec["ev"] == "start":
+                header = rec
+            elif rec["ev"] == "mark":
+                marks[(rec["label"] >> 24, rec["label"] & 0xFFFFFF)] = rec["counts"]
+    if header is None:
+        raise ValueError("no snapshot of this process in %s" % path)
+    return list(header["classes"]), list(header.get("kinds", [])), marks
+
+
+def between_marks(marks, event, index, overhead=None):
+    """Every counter between the begin and end marks of (event, index), less the marks' own ``overhead``."""
+    begin, end = marks[(event, index)], marks[(event + 1, index)]
+    return dict((k, end[k] - begin[k] - (overhead[k] if overhead else 0)) for k in end)
+
+
+def instruction_counts(runs, path=None, pid=None):
+    """The runner document's ``instructions``: per timed run, every counter (``total`` = all classes), net
+    of ``marker_overhead`` (what a pair of marks around nothing costs, ~10k instructions of Python)."""
+    path = path or os.environ["TOPFORMER_DEPLOY_COUNTS"]
+    classes, kinds, marks = read_marks(path, os.getpid() if pid is None else pid)
+    overhead = between_marks(marks, MARK_NULL, 0)
+    return {"classes": classes, "kinds": kinds, "marker_overhead": overhead["total"],
+            "per_run": [between_marks(marks, MARK_RUN, i, overhead) for i in runs]}
+
+
 # -------------------------------------------------------------------------------------------- main
 def measure(args):
     """Load, warm up, time; return the success document."""
@@ -458,11 +527,22 @@ def measure(args):
 
     first_ms = None
     latencies = []
+    marks = markers_enabled()
+    if marks:  # the marks' own cost: a pair around nothing, with the timing code of a run between
+        mark(MARK_NULL)
+        start = time.perf_counter()
+        elapsed = (time.perf_counter() - start) * 1e3
+        mark(MARK_NULL + 1)
     try:
         for i in range(args.warmup + args.runs):
+            event = MARK_RUN if i >= args.warmup else MARK_WARMUP
+            if marks:
+                mark(event, i)
             start = time.perf_counter()
             model.run()
             elapsed = (time.perf_counter() - start) * 1e3
+            if marks:
+                mark(event + 1, i)
             if first_ms is None:
                 first_ms = elapsed
             if i >= args.warmup:
@@ -478,8 +558,9 @@ def measure(args):
             raise RunnerError("bad_input", "cannot write --save-output %s: %s" % (args.save_output, _one_line(exc)))
     profile_file = model.end_profiling()
     profile_kind = "onnxruntime"
-    if fmt == "tflite" and args.profile:
-        profile = profile_tflite_ops(args.model, args.threads, args.runtime, rounds=min(args.runs, 5))
+    if fmt == "tflite" and args.profile:  # counted instructions repeat exactly: one round, one rep is enough
+        profile = profile_tflite_ops(args.model, args.threads, args.runtime, rounds=1 if marks else min(args.runs, 5),
+                                     reps=1 if marks else 3, counted=marks)
         profile_file, profile_kind = args.profile + "_ops.json", profile["kind"]
         with open(profile_file, "w") as f:
             json.dump(profile, f)
@@ -499,6 +580,11 @@ def measure(args):
     }
     if len(outputs) > 1:
         doc["output_summaries"] = [summarize_output(o) for o in outputs]
+    if marks and os.environ.get("TOPFORMER_DEPLOY_COUNTS"):
+        try:
+            doc["instructions"] = instruction_counts(range(args.warmup, args.warmup + args.runs))
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunnerError("runtime_error", "no instruction counts: %s" % _one_line(exc))
     return doc
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..artifact import now_iso, read_manifest, sha256_file
 from ..errors import TopformerDeployError
 from . import conditions as cond
 from .lock import device_lock
-from .result import COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config
+from .result import COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config, summarize_instructions
 from .transports import DeviceError, Transport
 
 RUNNER = Path(__file__).with_name("device_runner.py")
@@ -89,7 +88,7 @@ class _Session:
         self.t, self.o, self.tmp, self.say = transport, options, tmp, progress
         self.pin: list[str] = []
         self.remote_input = None
-        self.python = options.python or (sys.executable if transport.kind == "local" else "python3")
+        self.python = options.python or transport.default_python
         if options.engine == "python":
             self.t.push(RUNNER, f"{tmp}/device_runner.py")
         else:
@@ -103,7 +102,7 @@ class _Session:
     def set_cores(self, cores: list[int] | None, has_taskset: bool) -> str | None:
         """Pin later runs to ``cores`` with taskset (hex mask: util-linux and Android toybox both take it)."""
         self.pin = []
-        if not cores:
+        if not cores or not self.t.pinning:
             return None
         if not has_taskset:
             self.say(f"taskset not found on {self.t.name}: running unpinned")
@@ -124,8 +123,7 @@ class _Session:
 
     def _run_python(self, remote_model: str, save_output: bool) -> dict:
         o = self.o
-        # TMPDIR: whatever the runtime writes there (onnxruntime's .ses file) goes with the temp dir
-        argv = ["env", f"TMPDIR={self.tmp}", *self.pin, self.python, f"{self.tmp}/device_runner.py",
+        argv = [*self.pin, self.python, f"{self.tmp}/device_runner.py",
                 "--model", remote_model, "--threads", str(o.threads), "--warmup", str(o.warmup),
                 "--runs", str(o.runs), "--seed", str(o.seed)]
         if self.remote_input:
@@ -134,7 +132,8 @@ class _Session:
             argv += ["--save-output", f"{self.tmp}/output.npy"]
         if o.profile_dir and o.engine == "python":
             argv += ["--profile", f"{self.tmp}/profile"]
-        result = self.t.run(argv, timeout=o.timeout, check=False)
+        # TMPDIR: whatever the runtime writes there (onnxruntime's .ses file) goes with the temp dir
+        result = self.t.run(argv, timeout=o.timeout, check=False, env={"TMPDIR": self.tmp})
         doc = _runner_json(result.stdout)
         if doc is None:
             detail = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
@@ -158,7 +157,7 @@ class _Session:
         o = self.o
         argv = benchmark_model_argv(f"{self.tmp}/benchmark_model", remote_model, o.threads, o.warmup, o.runs,
                                     op_profiling=o.op_profiling)
-        result = self.t.run(["env", f"TMPDIR={self.tmp}", *self.pin, *argv], timeout=o.timeout, check=False)
+        result = self.t.run([*self.pin, *argv], timeout=o.timeout, check=False, env={"TMPDIR": self.tmp})
         parsed = parse_benchmark_model(result.stdout + "\n" + result.stderr)
         latencies = _benchmark_model_latencies(parsed)
         if parsed.get("error") or not latencies:
@@ -203,7 +202,8 @@ def device_summary(transport: Transport, snapshot: dict) -> dict:
         device_id = snapshot.get("hostname") or snapshot.get("serial") or transport.name
     return {"transport": transport.kind, "target": transport.name, "id": device_id,
             "model": snapshot.get("model"), "soc": snapshot.get("soc"), "arch": snapshot.get("arch"),
-            "os": snapshot.get("os"), "hostname": snapshot.get("hostname"), "cpus": snapshot.get("cpus") or []}
+            "os": snapshot.get("os"), "hostname": snapshot.get("hostname"), "cpus": snapshot.get("cpus") or [],
+            **({"simulation": transport.description()} if transport.description() else {})}
 
 
 def _check_start(snapshot: dict, options: BenchOptions, name: str) -> list[str]:
@@ -237,7 +237,7 @@ def _model_entry(path: Path, manifest: dict | None) -> dict:
 
 
 def _runner_summary(doc: dict) -> dict:
-    return {k: v for k, v in doc.items() if k != "latencies_ms"}
+    return {k: v for k, v in doc.items() if k not in ("latencies_ms", "instructions")}
 
 
 def _result(path, manifest, fmt, options, device, before, after, cores, pinned, hot, runs: list[dict],
@@ -252,7 +252,8 @@ def _result(path, manifest, fmt, options, device, before, after, cores, pinned, 
                         warmup=options.warmup, runs=len(latencies), latencies_ms=latencies,
                         load_ms=first.get("load_ms"), first_ms=first.get("first_ms"),
                         model=_model_entry(path, manifest), runner=_runner_summary(first),
-                        repeats=repeats, partial=partial)
+                        repeats=repeats, partial=partial,
+                        instructions=summarize_instructions(runs, manifest, device))
 
 
 def run_bench(model: str | Path, transport: Transport, options: BenchOptions | None = None,
@@ -287,6 +288,7 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
            on_partial, rounds: int | None = None) -> list[dict]:
     say = progress or (lambda msg: None)
     _check_options(options)
+    transport.check_options(options)
     for p in paths:
         if not p.is_file():
             raise TopformerDeployError(f"{p}: no such model file")

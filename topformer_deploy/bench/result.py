@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..artifact import input_size_of, now_iso
 from ..errors import TopformerDeployError
 
@@ -50,10 +52,34 @@ def make_config(manifest: dict | None, model_format: str, threads: int, engine: 
             "engine": engine}
 
 
+def summarize_instructions(runner_docs: list[dict], manifest: dict | None, device: dict) -> dict | None:
+    """The result's ``instructions`` (a simulated core): every timed run's counters, pooled over the runner
+    invocations, the median of each counter, the spread of the totals and, from the manifest's MACs, the
+    work floor. None when the device counted nothing."""
+    from .sim.floor import instruction_floor
+
+    runs = [run for doc in runner_docs for run in (doc.get("instructions") or {}).get("per_run", [])]
+    if not runs:
+        return None
+    first = runner_docs[0]["instructions"]
+    totals = [run["total"] for run in runs]
+    median = {k: float(np.median([run[k] for run in runs])) for k in runs[0]}
+    block = {"runs": len(runs), "per_run_total": totals, "median": median, "total": median["total"],
+             "spread": (max(totals) - min(totals)) / min(totals) if min(totals) > 0 else None,
+             "classes": first.get("classes"), "kinds": first.get("kinds"),
+             "marker_overhead": first.get("marker_overhead"), "floor": None}
+    macs = ((manifest or {}).get("macs") or {}).get(manifest.get("stage", "full") if manifest else "full")
+    features = (device.get("simulation") or {}).get("features")
+    if macs and features and manifest.get("precision") in ("fp32", "fp16", "int8"):
+        block["floor"] = instruction_floor(macs, manifest["precision"], features, median["total"])
+    return block
+
+
 def build_result(*, config: dict, device: dict, runtime: dict, conditions: dict, warmup: int, runs: int,
                  latencies_ms: list[float], load_ms: float | None, first_ms: float | None, model: dict,
-                 runner: dict, repeats: list[dict] | None = None, partial: bool = False) -> dict:
-    """Assemble (and check) one bench result document."""
+                 runner: dict, repeats: list[dict] | None = None, partial: bool = False,
+                 instructions: dict | None = None) -> dict:
+    """Assemble (and check) one bench result document (``instructions`` from a simulated core)."""
     from .. import __version__
     from ..stats import summarize
 
@@ -63,6 +89,8 @@ def build_result(*, config: dict, device: dict, runtime: dict, conditions: dict,
            "load_ms": load_ms, "first_ms": first_ms,
            "stats": summarize(latencies_ms) if latencies_ms else None,
            "model": model, "runner": runner, "repeats": repeats or [], "partial": partial}
+    if instructions:
+        doc["instructions"] = instructions
     if not partial:
         validate_result(doc)
     return doc

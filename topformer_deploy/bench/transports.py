@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +50,12 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _exec(argv: list[str], timeout: float, stdin: bytes | None = None, what: str = "") -> RunResult:
-    """Run ``argv`` here (no shell), with a timeout; a missing program or a timeout is a DeviceError."""
+def run_local(argv: list[str], timeout: float, stdin: bytes | None = None, what: str = "",
+          env: dict[str, str] | None = None) -> RunResult:
+    """Run ``argv`` here (no shell), with a timeout; a missing program or a timeout is a DeviceError.
+    ``env`` is the whole environment of the program (None: this process's)."""
     try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout,
+        proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, env=env,
                               stdin=None if stdin is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         raise DeviceError(f"{what or argv[0]}: no answer within {timeout:g} s") from exc
@@ -83,15 +86,31 @@ class Transport:
 
     name = "transport"
     kind = "transport"
+    #: The interpreter that runs the device runner when the user names none.
+    default_python = "python3"
+    #: Whether pinning a run to cores (taskset) means anything on this target.
+    pinning = True
 
     def run(self, argv: list[str], timeout: float = 60, check: bool = True,
-            stdin: bytes | None = None) -> RunResult:
-        """Run the program ``argv`` on the target; ``check`` raises DeviceError on a non-zero exit."""
+            stdin: bytes | None = None, env: dict[str, str] | None = None) -> RunResult:
+        """Run the program ``argv`` on the target with ``env`` added to its environment; ``check`` raises
+        DeviceError on a non-zero exit."""
         raise NotImplementedError
 
     def shell(self, script: str, timeout: float = 60, check: bool = True) -> RunResult:
         """Run a POSIX sh snippet on the target (the caller quotes what goes into it)."""
         return self.run(["sh", "-c", script], timeout=timeout, check=check)
+
+    def probe(self, script: str, timeout: float = 60) -> str:
+        """What the conditions probe (a sh snippet printing ``@@section`` blocks) prints on the target."""
+        return self.shell(script, timeout=timeout, check=False).stdout
+
+    def description(self) -> dict | None:
+        """Facts about the target that its conditions do not show (a simulated core's model), or None."""
+        return None
+
+    def check_options(self, options) -> None:
+        """Refuse bench options this target cannot honour (one clear TopformerDeployError)."""
 
     def push(self, local: Path, remote: str, timeout: float = 300) -> None:
         raise NotImplementedError
@@ -141,13 +160,20 @@ class Transport:
         return result
 
 
+def _env_prefix(env: dict[str, str] | None) -> list[str]:
+    """``env K=V ...`` in front of a remote command (quoted later with the rest of the argv)."""
+    return ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+
+
 class LocalTransport(Transport):
     """This machine: subprocesses without a shell, files copied."""
 
     name = kind = "local"
+    default_python = sys.executable
 
-    def run(self, argv, timeout=60, check=True, stdin=None):
-        return self._checked(_exec(list(argv), timeout, stdin), argv, check)
+    def run(self, argv, timeout=60, check=True, stdin=None, env=None):
+        full_env = {**os.environ, **env} if env else None
+        return self._checked(run_local(list(argv), timeout, stdin, env=full_env), argv, check)
 
     def push(self, local, remote, timeout=300):
         shutil.copy2(local, remote)
@@ -200,12 +226,13 @@ class SshTransport(Transport):
     def _ssh(self, remote_command: str, timeout: float, stdin: bytes | None) -> RunResult:
         port = ["-p", str(self.port)] if self.port else []
         argv = ["ssh", *self.options, *port, "-T", self.destination, "--", remote_command]
-        result = _exec(argv, timeout, stdin, what=self.name)
+        result = run_local(argv, timeout, stdin, what=self.name)
         if result.returncode == 255:  # ssh's own failure: the link, not the command
             raise DeviceError(f"{self.name}: {_last_line(result.stderr) or 'ssh failed'}")
         return result
 
-    def run(self, argv, timeout=60, check=True, stdin=None):
+    def run(self, argv, timeout=60, check=True, stdin=None, env=None):
+        argv = [*_env_prefix(env), *argv]
         return self._checked(self._ssh(shlex.join(argv), timeout, stdin), argv, check)
 
     def shell(self, script, timeout=60, check=True):
@@ -214,7 +241,7 @@ class SshTransport(Transport):
 
     def _scp(self, source: str, target: str, timeout: float) -> None:
         port = ["-P", str(self.port)] if self.port else []
-        result = _exec(["scp", "-q", *self.options, *port, source, target], timeout, what=f"{self.name} scp")
+        result = run_local(["scp", "-q", *self.options, *port, source, target], timeout, what=f"{self.name} scp")
         if result.returncode != 0:
             raise DeviceError(f"{self.name}: copy failed: {_last_line(result.stderr) or 'scp failed'}")
 
@@ -228,7 +255,7 @@ class SshTransport(Transport):
         if self._control_dir and os.path.isdir(self._control_dir):
             port = ["-p", str(self.port)] if self.port else []
             try:
-                _exec(["ssh", *self.options, *port, "-O", "exit", self.destination], 10)
+                run_local(["ssh", *self.options, *port, "-O", "exit", self.destination], 10)
             except DeviceError:
                 pass
             shutil.rmtree(self._control_dir, ignore_errors=True)
@@ -261,12 +288,12 @@ class AdbTransport(Transport):
         self._check_state(state_timeout)
 
     def _adb(self, args: list[str], timeout: float, stdin: bytes | None = None) -> RunResult:
-        return _exec([self.adb, "-s", self.serial, *args], timeout, stdin, what=self.name)
+        return run_local([self.adb, "-s", self.serial, *args], timeout, stdin, what=self.name)
 
     def _single_device(self, timeout: float) -> str:
         from .conditions import parse_adb_devices
 
-        result = _exec([self.adb, "devices", "-l"], timeout, what="adb devices")
+        result = run_local([self.adb, "devices", "-l"], timeout, what="adb devices")
         if result.returncode != 0:
             raise DeviceError(f"adb devices failed: {_last_line(result.stderr) or _last_line(result.stdout)}")
         devices = parse_adb_devices(result.stdout)
@@ -304,10 +331,10 @@ class AdbTransport(Transport):
         returncode = int(rc_text) if rc_text.isdigit() else 255
         return self._checked(RunResult(returncode, stdout, result.stderr.replace("\r\n", "\n")), argv_text, check)
 
-    def run(self, argv, timeout=60, check=True, stdin=None):
+    def run(self, argv, timeout=60, check=True, stdin=None, env=None):
         if stdin is not None:
             raise DeviceError("adb transport cannot feed stdin to a command; push a file instead")
-        text = shlex.join(argv)
+        text = shlex.join([*_env_prefix(env), *argv])
         return self._shell(text, text, timeout, check)
 
     def shell(self, script, timeout=60, check=True):
@@ -329,38 +356,12 @@ class AdbTransport(Transport):
         return ADB_TMP_ROOT
 
 
-_SPEC = re.compile(r"ssh:(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:]+)(?::(?P<port>\d+))?")
-
-
-def open_transport(spec: str, adb_path: str | None = None, ssh_config: str | None = None) -> Transport:
-    """``local`` | ``adb`` | ``adb:SERIAL`` | ``ssh:[USER@]HOST[:PORT]`` -> a connected Transport.
-
-    ``ssh_config`` (or ``$TOPFORMER_DEPLOY_SSH_CONFIG``) is passed to ssh as ``-F``.
-    """
-    spec = spec.strip()
-    if spec == "local":
-        return LocalTransport()
-    if spec == "adb" or spec.startswith("adb:"):
-        serial = spec[4:] or None
-        return AdbTransport(serial, adb_path)
-    if spec.startswith("ssh:"):
-        m = _SPEC.fullmatch(spec)
-        if not m:
-            raise TopformerDeployError(f"bad --device {spec!r}: use ssh:USER@HOST[:PORT]")
-        port = int(m["port"]) if m["port"] else None
-        if port is not None and not 0 < port < 65536:
-            raise TopformerDeployError(f"bad ssh port in {spec!r}")
-        config = ssh_config or os.environ.get("TOPFORMER_DEPLOY_SSH_CONFIG") or None
-        return SshTransport(m["host"], m["user"], port, config_file=config)
-    raise TopformerDeployError(f"bad --device {spec!r}: use local, adb[:SERIAL] or ssh:USER@HOST[:PORT]")
-
-
 def list_adb_devices(adb_path: str | None = None, timeout: float = 10) -> list[dict]:
     """``adb devices -l`` with, for the ready ones, ``getprop`` model / board platform / SoC model."""
     from .conditions import parse_adb_devices
 
     adb = _adb_program(adb_path)
-    result = _exec([adb, "devices", "-l"], timeout, what="adb devices")
+    result = run_local([adb, "devices", "-l"], timeout, what="adb devices")
     if result.returncode != 0:
         raise DeviceError(f"adb devices failed: {_last_line(result.stderr) or _last_line(result.stdout)}")
     found = parse_adb_devices(result.stdout)

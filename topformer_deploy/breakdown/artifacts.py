@@ -14,6 +14,7 @@ from ..export.job import describe_graph, run_export_job
 from ..files import write_atomic
 from ..images import sample_photos
 from ..model import TopFormer
+from ..model.complexity import macs_by_stage
 from ..model.stage_modules import build_stages, stage_inputs
 from ..model.stages import ALL_STAGES, stage_input_names, stage_output_names
 from .options import BreakdownOptions, Progress
@@ -31,6 +32,20 @@ def prepare_model(model: TopFormer, fmt: str) -> TopFormer:
 
     folded = fold_for_export(model)
     return (rewrite_for_nhwc(folded) if fmt == "tflite" else folded).eval()
+
+
+def runtime_inputs(path: Path) -> list[dict]:
+    """Name, shape and dtype of each input as the device runner sees them (TFLite: tensor names such as
+    ``serving_default_args_0``, not the signature's), in the runtime's order."""
+    if path.suffix == ".onnx":
+        from ..export.verify import ArtifactRunner
+
+        return ArtifactRunner(path).inputs()
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(path)).get_input_details()
+    return [{"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
+            for d in details]
 
 
 def arrange_inputs(tensors: tuple[torch.Tensor, ...], wanted: list[dict], nhwc: bool) -> dict[str, np.ndarray]:
@@ -72,6 +87,7 @@ def export_breakdown_artifacts(model: TopFormer, options: BreakdownOptions, out_
     modules = build_stages(prepared, h, w)
     modules["full"], tensors["full"] = prepared, (image,)
     samples = _calibration_samples(prepared, options, progress) if precision == "int8" else None
+    macs = macs_by_stage(model, h, w)
     indices = tuple(prepared.backbone.decode_out_indices)
     artifacts = {}
     for stage in ("full", *ALL_STAGES):
@@ -91,10 +107,10 @@ def export_breakdown_artifacts(model: TopFormer, options: BreakdownOptions, out_
                                   num_classes=model.num_classes, stage=stage, inputs=inputs, outputs=outputs,
                                   input_size=(h, w), output="argmax-full" if stage == "post" else "logits",
                                   checkpoint=checkpoint_entry(checkpoint), weights=weights, verification=None,
-                                  graph=graph)
+                                  graph=graph, macs=macs)
 
         result = run_export_job(target, make, describe)
-        wanted = result.manifest["inputs"]
+        wanted = runtime_inputs(result.path)
         feeds = arrange_inputs(tensors[stage], wanted, nhwc=fmt == "tflite")
         input_file = write_inputs(feeds, target.with_name(f"{target.stem}.inputs"))
         artifacts[stage] = {"path": result.path, "input_file": input_file, "inputs": wanted}

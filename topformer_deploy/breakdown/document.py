@@ -15,6 +15,8 @@ SCHEMA = "topformer-deploy/breakdown"
 SCHEMA_VERSION = 1
 #: reconciliation (sum of stages / whole model) inside this band is "consistent"
 RECONCILE_BAND = (0.85, 1.15)
+#: the same for instruction counts (a simulated core): exact, so the band is narrow
+INSTRUCTION_BAND = (0.98, 1.02)
 
 
 def summarize_breakdown(model: TopFormer, results: dict[str, dict], artifacts: dict[str, dict],
@@ -58,9 +60,30 @@ def summarize_breakdown(model: TopFormer, results: dict[str, dict], artifacts: d
                 "rounds. post (x8 bilinear upsample to the input size + argmax) is timed beside the network, "
                 "not in that sum; every latency share is a stage's p50 over the whole model's p50, taken in "
                 "each round and the median over rounds; parameter and MAC shares are of the network's totals",
+        "instructions": instruction_summary(rows, results),
         "operator_view": op_view,
         "results": results,
     }
+
+
+def instruction_summary(rows: list[dict], results: dict[str, dict]) -> dict | None:
+    """On a simulated core: instructions per stage (added to ``rows``), their sum against the whole model's,
+    and each stage's MAC floor fraction. None when the device counted nothing."""
+    whole = (results["full"].get("instructions") or {}).get("total")
+    if not whole:
+        return None
+    for row in rows:
+        block = results[row["stage"]].get("instructions") or {}
+        row["instructions"] = block.get("total")
+        row["instruction_share"] = block["total"] / whole if block.get("total") else None
+        row["floor_fraction"] = (block.get("floor") or {}).get("fraction")
+    network = sum(r["instructions"] for r in rows if r["in_network"])
+    ratio = network / whole
+    return {"whole": whole, "network_sum": network, "reconciliation": ratio,
+            "reconciled": INSTRUCTION_BAND[0] <= ratio <= INSTRUCTION_BAND[1], "band": list(INSTRUCTION_BAND),
+            "floor_fraction": (results["full"]["instructions"].get("floor") or {}).get("fraction"),
+            "note": "instructions per inference counted on a simulated core; each stage artifact adds the "
+                    "interpreter's per-invoke work once, so the stages' sum slightly exceeds the whole"}
 
 
 def round_reconciliations(results: dict[str, dict]) -> list[float]:

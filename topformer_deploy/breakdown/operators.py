@@ -58,8 +58,16 @@ def _python_operator_view(entry: dict, options: BreakdownOptions, progress: Prog
     rows = [{**row, "stage": stages[row["index"]][1]} for row in json.loads(text)["rows"] if "ms" in row]
     view = attribute_ops(rows, "name", "ms", inherit=False)
     _per_run(view, 1)  # one-op medians are already per run
+    counted = all("instructions" in r for r in rows)
+    if counted:  # a simulated core: each operator's instructions, per stage
+        for row in rows:
+            row["instruction_total"] = row["instructions"]["total"]
+        by_stage = attribute_ops(rows, "name", "instruction_total", inherit=False)
+        view["instructions"] = {"total": by_stage["total_ms"], "unattributed": by_stage["unattributed"]["ms"],
+                                "stages": {stage: e["ms"] for stage, e in by_stage["stages"].items()}}
+    key = "instruction_total" if counted else "ms"
     view.update({"available": True, "source": source, "ms_per_run": view["total_ms"],
-                 "ops": sorted(rows, key=lambda r: -r["ms"])})
+                 "ops": sorted(rows, key=lambda r: -r[key])})
     return view
 
 

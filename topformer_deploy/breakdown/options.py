@@ -45,6 +45,6 @@ class BreakdownOptions:
 
     def transport(self):
         """An open transport to the device."""
-        from ..bench.transports import open_transport
+        from ..bench.devices import open_transport
 
         return open_transport(self.device, self.adb_path, self.ssh_config)

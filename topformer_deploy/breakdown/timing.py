@@ -42,6 +42,10 @@ def _merge_rounds(docs: list[dict], options: BreakdownOptions, stage: str) -> di
     latencies = [x for d in docs for x in d["latencies_ms"]]
     doc.update({"latencies_ms": latencies, "runs": len(latencies), "stats": summarize(latencies),
                 "repeats": [{"runs": d["runs"], "p50": d["stats"]["p50"], "load_ms": d.get("load_ms")} for d in docs]})
+    if doc.get("instructions"):  # a simulated core: every round's counted runs
+        totals = [t for d in docs for t in d["instructions"]["per_run_total"]]
+        doc["instructions"].update(per_run_total=totals, runs=len(totals),
+                                   spread=(max(totals) - min(totals)) / min(totals) if min(totals) > 0 else None)
     doc["conditions"]["temp_after_c"] = docs[-1]["conditions"].get("temp_after_c")
     doc["conditions"]["hot"] = any(d["conditions"].get("hot") for d in docs)
     doc["config"]["input_size"] = list(options.input_size)  # a stage's manifest input is an inner tensor

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .options import INPUT_SIZE, echo_json
+from .options import INPUT_SIZE, SLOWDOWN, default_runs, echo_json
 
 CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with the highest cpufreq maximum)."
 
@@ -19,10 +19,12 @@ CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with 
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True,
               help="With --compare: rounds of --runs runs each per artifact.")
 @click.option("--device", default="local", show_default=True, metavar="SPEC",
-              help="local | adb[:SERIAL] | ssh:USER@HOST[:PORT] (uses your ~/.ssh/config and keys).")
+              help="local | adb[:SERIAL] | ssh:USER@HOST[:PORT] (uses your ~/.ssh/config and keys) | sim:CORE (a "
+                   "simulated Arm core counting instructions: cortex-a53, cortex-a72, cortex-a76, neoverse-n1, ...).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=None,
+              help="Timed runs [default: 50; 3 on a simulated core, whose counts repeat exactly].")
 @click.option("--cores", default="big", show_default=True, help=CORES_HELP)
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run the runner this many times (samples are pooled), with --cooldown between.")
@@ -64,6 +66,8 @@ CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with 
 @click.option("--save-baseline", type=click.Path(dir_okay=False), default=None,
               help="Merge the result into this baseline file (per configuration).")
 @click.option("--max-slowdown", default="5%", show_default=True, help="With --baseline / --compare.")
+@click.option("--tolerance", type=SLOWDOWN, default="0.1%", show_default=True,
+              help="With --baseline / --compare on a simulated core: the instruction-count change that counts.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
               show_default=True, help="With --baseline / --compare: significance level.")
 @click.option("--breakdown", is_flag=True,
@@ -71,7 +75,7 @@ CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with 
                    "(as `topformer-deploy breakdown`, fp32).")
 def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, cooldown, max_temp, allow_hot,
           engine, benchmark_binary, op_profiling, adb_path, ssh_config, python, timeout, fmt, input_size, input_file,
-          save_output, profile_dir, json_out, baseline, save_baseline, max_slowdown, alpha, breakdown):
+          save_output, profile_dir, json_out, baseline, save_baseline, max_slowdown, tolerance, alpha, breakdown):
     """Measure an artifact's latency on the device, under recorded conditions.
 
     The device is locked for the duration (a second bench on it waits), the conditions (CPU
@@ -87,7 +91,7 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     """
     from ..bench.cache import resolve_model
     from ..bench.harness import BenchOptions, run_bench, run_compare
-    from ..bench.transports import open_transport
+    from ..bench.devices import open_transport
     from ..errors import TopformerDeployError
     from ..files import write_json
     from ..report.bench import result_table
@@ -98,6 +102,7 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     if compare and (baseline or save_baseline):
         raise TopformerDeployError("--baseline / --save-baseline work with --model, not --compare")
     threshold = _slowdown(max_slowdown) if (baseline or compare) else None
+    runs = runs or default_runs(device)
     to_stdout = json_out == "-"
     err = console(stderr=True)
     if breakdown:
@@ -141,7 +146,8 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
         from ..report.gate import gate_table
 
         base, cand = (doc["a"], doc["b"]) if compare else (load_result_or_baseline(baseline), doc)
-        report = gate_results(base, cand, max_slowdown=threshold, alpha=alpha, cross_config=bool(compare))
+        report = gate_results(base, cand, max_slowdown=threshold, alpha=alpha, cross_config=bool(compare),
+                              tolerance=tolerance)
         console(stderr=to_stdout).print(gate_table(report))
         code = report.exit_code if baseline else 0
     sys.exit(code)
@@ -160,6 +166,7 @@ def _breakdown(model, conflicting, fmt, input_size, device, engine, threads, war
                                    "without --compare / --baseline / --save-baseline")
     options = BreakdownOptions(fmt=fmt, input_size=input_size, device=device, engine=engine, threads=threads,
                                warmup=warmup, runs=runs, cores=cores, allow_hot=allow_hot,
+                               rounds=1 if device.startswith("sim") else 5,
                                benchmark_binary=benchmark_binary, adb_path=adb_path, ssh_config=ssh_config,
                                python=python)
     with _status(err) as say:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .options import INPUT_SIZE, VARIANT, echo_json
+from .options import INPUT_SIZE, VARIANT, default_runs, echo_json
 
 
 @click.command()
@@ -22,7 +22,7 @@ from .options import INPUT_SIZE, VARIANT, echo_json
               help="int8: calibration images (a folder of jpg/png, or 'synthetic'); calibrated once for all stages.")
 @click.option("--calib-count", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", default="local", show_default=True, metavar="SPEC",
-              help="local | adb[:SERIAL] | ssh:USER@HOST[:PORT].")
+              help="local | adb[:SERIAL] | ssh:USER@HOST[:PORT] | sim:CORE (instruction counts per stage).")
 @click.option("--engine", type=click.Choice(["python", "benchmark_model"]), default="python", show_default=True)
 @click.option("--benchmark-binary", type=click.Path(dir_okay=False), help="LiteRT benchmark_model for the device.")
 @click.option("--adb", "adb_path", metavar="PATH", help="adb executable (default: $ADB or adb on PATH).")
@@ -31,10 +31,12 @@ from .options import INPUT_SIZE, VARIANT, echo_json
 @click.option("--python", "python", default=None, help="Python interpreter on the device (python engine).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Timed runs per artifact, split into --rounds rounds with the stages interleaved.")
-@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Rounds of runs; each round times every artifact back to back (drift cancels).")
+@click.option("--runs", type=click.IntRange(min=1), default=None,
+              help="Timed runs per artifact, split into --rounds rounds with the stages interleaved "
+                   "[default: 50; 3 on a simulated core].")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="Rounds of runs; each round times every artifact back to back (drift cancels) "
+                   "[default: 5; 1 on a simulated core, whose counts do not drift].")
 @click.option("--cores", default="big", show_default=True, help="big | little | all | a list such as 4,5,6,7.")
 @click.option("--allow-hot", is_flag=True, help="Run anyway on a hot/throttled device; results are flagged.")
 @click.option("--input-size", type=INPUT_SIZE, default="512", show_default=True,
@@ -76,6 +78,8 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
         raise TopformerDeployError("--calib is for --precision int8")
     err = console(stderr=True)
     to_stdout = json_out == "-"
+    runs = runs or default_runs(device)
+    rounds = rounds or (1 if device.startswith("sim") else 5)
     options = BreakdownOptions(fmt=fmt, precision=precision, input_size=input_size, device=device, engine=engine,
                                threads=threads, warmup=warmup, runs=runs, rounds=rounds, cores=cores,
                                benchmark_binary=benchmark_binary, adb_path=adb_path, ssh_config=ssh_config,

@@ -7,26 +7,7 @@ import sys
 
 import click
 
-from .options import echo_json
-
-
-class Slowdown(click.ParamType):
-    """``5%`` or ``0.05`` -> 0.05."""
-
-    name = "FRACTION"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
-        from ..gate.verdict import parse_slowdown
-
-        try:
-            return parse_slowdown(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-SLOWDOWN = Slowdown()
+from .options import SLOWDOWN, echo_json
 
 
 @click.command()
@@ -34,6 +15,8 @@ SLOWDOWN = Slowdown()
               help="Baseline file (bench --save-baseline) or a single bench result JSON.")
 @click.option("--candidate", "candidate_paths", required=True, multiple=True, type=click.Path(dir_okay=False),
               help="Bench result JSON (or baseline-format file) to judge; repeat for several configurations.")
+@click.option("--tolerance", type=SLOWDOWN, default="0.1%", show_default=True,
+              help="Instruction counts (a simulated core): the relative change that counts as a regression.")
 @click.option("--max-slowdown", type=SLOWDOWN, default="5%", show_default=True,
               help="Median slowdown that counts as a regression (5% or 0.05).")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
@@ -50,7 +33,7 @@ SLOWDOWN = Slowdown()
               help="Compare one baseline configuration with one candidate configuration even if they differ "
                    "(e.g. Tiny vs Small); device, runtime and threads must still match.")
 @click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON instead of a table.")
-def gate(baseline_path, candidate_paths, max_slowdown, alpha, min_runs, github_out, summary_out, chart_out,
+def gate(baseline_path, candidate_paths, tolerance, max_slowdown, alpha, min_runs, github_out, summary_out, chart_out,
          cross_config, as_json):
     """Judge candidate latencies against a baseline, configuration by configuration.
 
@@ -79,7 +62,7 @@ def gate(baseline_path, candidate_paths, max_slowdown, alpha, min_runs, github_o
                 raise TopformerDeployError(f"{path}: configuration {key} is given twice as a candidate")
             merged[key] = result
     candidate = {"schema": BASELINE_SCHEMA, "schema_version": SCHEMA_VERSION, "entries": merged}
-    report = gate_results(baseline, candidate, max_slowdown=max_slowdown, alpha=alpha,
+    report = gate_results(baseline, candidate, max_slowdown=max_slowdown, alpha=alpha, tolerance=tolerance,
                           min_runs=min_runs or MIN_RUNS, cross_config=cross_config)
 
     if github_out:

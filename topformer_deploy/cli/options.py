@@ -36,3 +36,27 @@ VARIANT = click.Choice(VARIANT_NAMES, case_sensitive=False)
 def echo_json(data) -> None:
     """Print one JSON document on stdout."""
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+class Slowdown(click.ParamType):
+    """``5%`` or ``0.05`` -> 0.05."""
+
+    name = "FRACTION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        from ..gate.verdict import parse_slowdown
+
+        try:
+            return parse_slowdown(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SLOWDOWN = Slowdown()
+
+
+def default_runs(device: str) -> int:
+    """Timed runs when the user gives none: 50, or 3 on a simulated core (its counts repeat exactly)."""
+    return 3 if device.strip().startswith("sim") else 50

@@ -125,11 +125,14 @@ def describe_graph(path: Path) -> tuple[list[dict], list[dict], dict]:
 def describe_full_model(staged: Path, model, fmt, precision, output, input_size, checkpoint, weights,
                         verification) -> dict:
     """The manifest of a whole-network artifact (both export routes)."""
+    from ..model.complexity import macs_by_stage
+
     inputs, outputs, graph = describe_graph(staged)
     return build_manifest(artifact=staged, fmt=fmt, precision=precision, variant=model.variant,
                           num_classes=model.num_classes, stage="full", inputs=inputs, outputs=outputs,
                           input_size=input_size, output=output, checkpoint=checkpoint_entry(checkpoint),
-                          weights=weights, verification=verification, graph=graph)
+                          weights=weights, verification=verification, graph=graph,
+                          macs=macs_by_stage(model, *input_size))
 
 
 def convert(module, example: tuple, path: Path, fmt: str, precision: str, output: str, opset=None) -> None:

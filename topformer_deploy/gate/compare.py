@@ -2,7 +2,9 @@
 
 Each configuration (``config_key``) of the candidate is judged against the baseline entry of the same key
 by :func:`.verdict.compare_samples`; a result measured on another device, runtime, thread count or engine
-is refused, and one measured hot, throttled or interrupted makes its verdict inconclusive.
+is refused, and one measured hot, throttled or interrupted makes its verdict inconclusive. Results of a
+simulated core carry instruction counts: those are judged deterministically (:func:`.verdict.compare_counts`),
+and only against a result of the same core, runtime version, qemu version, input size and precision.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from .. import stats
 from ..bench.result import unusable_conditions
 from ..errors import TopformerDeployError
 from .baseline import entries_of
-from .verdict import MIN_RUNS, Verdict, compare_samples
+from .verdict import DEFAULT_TOLERANCE, MIN_RUNS, Verdict, compare_counts, compare_samples
 
 EXIT_CODES = {"pass": 0, "regression": 1, "inconclusive": 2}
 
@@ -46,18 +48,38 @@ def check_compatible(base: dict, cand: dict, same_runtime: bool = True) -> None:
                 f"baseline for {key} ran with {label} {bcfg.get(what)}, candidate with {ccfg.get(what)}")
 
 
+def check_counts_comparable(base: dict, cand: dict) -> None:
+    """Instruction counts compare only on the same core, runtime and qemu versions, input size and precision."""
+    key = cand.get("config_key", "?")
+    bsim, csim = (base.get("device") or {}).get("simulation") or {}, (cand.get("device") or {}).get("simulation") or {}
+    facts = [("core", bsim.get("core"), csim.get("core")), ("qemu", bsim.get("qemu"), csim.get("qemu")),
+             ("runtime", (base.get("runtime") or {}).get("version"), (cand.get("runtime") or {}).get("version")),
+             ("input size", base["config"].get("input_size"), cand["config"].get("input_size")),
+             ("precision", base["config"].get("precision"), cand["config"].get("precision"))]
+    for what, b, c in facts:
+        if b != c:
+            raise IncompatibleBaselineError(f"instruction counts for {key} are not comparable: {what} {b} in the "
+                                            f"baseline, {c} in the candidate")
+
+
+def _counts(doc: dict) -> list | None:
+    return (doc.get("instructions") or {}).get("per_run_total")
+
+
 def _threadless(key: str) -> str:
     return re.sub(r"/t\d+/", "/t*/", key)
 
 
 @dataclass
 class GateRow:
+    """One configuration's verdict and the samples it was drawn from (in the verdict's unit)."""
+
     config_key: str
     verdict: Verdict
     base_stats: dict | None = None
     cand_stats: dict | None = None
-    base_ms: list | None = None
-    cand_ms: list | None = None
+    base_samples: list | None = None
+    cand_samples: list | None = None
 
 
 @dataclass
@@ -69,6 +91,12 @@ class GateReport:
     alpha: float
     device: dict = field(default_factory=dict)
     runtime: dict = field(default_factory=dict)
+    tolerance: float = DEFAULT_TOLERANCE
+
+    @property
+    def deterministic(self) -> bool:
+        """True when the rows judge instruction counts (a simulated core), not latencies."""
+        return bool(self.rows) and all(r.verdict.unit == "instructions" for r in self.rows)
 
     @property
     def status(self) -> str:
@@ -86,19 +114,20 @@ class GateReport:
     def to_dict(self) -> dict:
         return {"schema": "topformer-deploy/gate-report", "schema_version": 1, "status": self.status,
                 "exit_code": self.exit_code, "max_slowdown": self.max_slowdown, "alpha": self.alpha,
-                "device": self.device, "runtime": self.runtime,
+                "tolerance": self.tolerance, "device": self.device, "runtime": self.runtime,
                 "configurations": [{"config_key": r.config_key, **r.verdict.to_dict(),
                                     "baseline": r.base_stats, "candidate": r.cand_stats} for r in self.rows]}
 
 
 def gate_results(baseline_doc: dict, candidate_doc: dict, max_slowdown: float = 0.05, alpha: float = 0.01,
-                 min_runs: int = MIN_RUNS, cross_config: bool = False) -> GateReport:
+                 min_runs: int = MIN_RUNS, cross_config: bool = False,
+                 tolerance: float = DEFAULT_TOLERANCE) -> GateReport:
     """Compare every candidate configuration with the baseline entry of the same ``config_key``.
 
     Either document may be one bench result or a baseline file. ``cross_config`` compares a single
     baseline configuration with a single candidate one whatever their keys (two variants, two builds).
     Raises IncompatibleBaselineError (exit 2) for a baseline from another device, runtime name/version,
-    thread count or engine.
+    thread count or engine. Instruction counts (a simulated core) are judged against ``tolerance``.
     """
     base_entries, cand_entries = entries_of(baseline_doc), entries_of(candidate_doc)
     if not cand_entries:
@@ -122,7 +151,13 @@ def gate_results(baseline_doc: dict, candidate_doc: dict, max_slowdown: float = 
                                 None, stats.summarize(cand["latencies_ms"]), None, cand["latencies_ms"]))
             continue
         check_compatible(base, cand, same_runtime=not cross_config)
-        verdict = compare_samples(base["latencies_ms"], cand["latencies_ms"], max_slowdown, alpha, min_runs)
+        if _counts(base) and _counts(cand):
+            check_counts_comparable(base, cand)
+            verdict = compare_counts(_counts(base), _counts(cand), tolerance)
+            samples = (_counts(base), _counts(cand))
+        else:
+            verdict = compare_samples(base["latencies_ms"], cand["latencies_ms"], max_slowdown, alpha, min_runs)
+            samples = (base["latencies_ms"], cand["latencies_ms"])
         for who, doc in (("candidate", cand), ("baseline", base)):
             problem = unusable_conditions(doc)
             if problem and verdict.verdict != "inconclusive":
@@ -130,10 +165,9 @@ def gate_results(baseline_doc: dict, candidate_doc: dict, max_slowdown: float = 
                 verdict.reason = f"{who}: {problem}; the comparison would have said {verdict.reason}"
             elif problem:
                 verdict.reason = f"{who}: {problem}; {verdict.reason}"
-        rows.append(GateRow(key, verdict, stats.summarize(base["latencies_ms"]),
-                            stats.summarize(cand["latencies_ms"]), base["latencies_ms"], cand["latencies_ms"]))
+        rows.append(GateRow(key, verdict, stats.summarize(samples[0]), stats.summarize(samples[1]), *samples))
     first = next(iter(cand_entries.values()))
-    return GateReport(rows, max_slowdown, alpha, first.get("device") or {}, first.get("runtime") or {})
+    return GateReport(rows, max_slowdown, alpha, first.get("device") or {}, first.get("runtime") or {}, tolerance)
 
 
 def github_benchmark_entries(result_docs) -> list[dict]:

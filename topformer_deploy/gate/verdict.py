@@ -1,9 +1,12 @@
-"""One verdict from two latency sample sets: the statistics that decide regression / improvement / same.
+"""One verdict from two sample sets: the statistics that decide regression / improvement / same.
 
-``regression`` needs BOTH a median slowdown above the threshold AND a significant two-sided Mann-Whitney U
-test; ``improvement`` likewise the other way. ``same`` needs the confidence interval of the change to rule
-out a slowdown beyond the threshold. Everything else - too few runs, an interval too wide to decide - is
-``inconclusive``: rerun with more runs.
+Latencies (:func:`compare_samples`): ``regression`` needs BOTH a median slowdown above the threshold AND a
+significant two-sided Mann-Whitney U test; ``improvement`` likewise the other way. ``same`` needs the
+confidence interval of the change to rule out a slowdown beyond the threshold. Everything else - too few
+runs, an interval too wide to decide - is ``inconclusive``: rerun with more runs.
+
+Instruction counts of a simulated core (:func:`compare_counts`) are deterministic: the change of the medians
+against a relative tolerance decides, as long as each side repeats within that tolerance.
 """
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ import numpy as np
 from .. import stats
 
 MIN_RUNS = 10        # below this a 99% interval of the change cannot be narrow enough to decide
+#: Deterministic mode (instruction counts of a simulated core): a relative change within this is "same".
+DEFAULT_TOLERANCE = 0.001
 VERDICTS = ("regression", "improvement", "same", "inconclusive")
 
 
 @dataclass
 class Verdict:
-    """The outcome of comparing two latency sample sets (ms)."""
+    """The outcome of comparing two sample sets: latencies (ms) or instruction counts (a simulated core)."""
 
     verdict: str
     reason: str
@@ -34,6 +39,7 @@ class Verdict:
     p_value: float | None = None
     n_base: int = 0
     n_cand: int = 0
+    unit: str = "ms"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,3 +94,22 @@ def compare_samples(base_ms, cand_ms, max_slowdown: float = 0.05, alpha: float =
 def ci_text(v: Verdict) -> str:
     high = "inf" if math.isinf(v.ci_high) else f"{v.ci_high:+.1%}"
     return f"{v.confidence:.0%} CI [{v.ci_low:+.1%}, {high}]"
+
+
+def compare_counts(base_counts, cand_counts, tolerance: float = DEFAULT_TOLERANCE) -> Verdict:
+    """Deterministic verdict on instructions per inference: change of the medians against ``tolerance``."""
+    base, cand = stats.as_samples(base_counts), stats.as_samples(cand_counts)
+    b, c = float(np.median(base)), float(np.median(cand))
+    v = Verdict("inconclusive", "", b, c, c / b - 1, n_base=base.size, n_cand=cand.size, unit="instructions")
+    spread = max(float(np.ptp(base)) / b, float(np.ptp(cand)) / c)
+    pct = f"{v.change:+.3%}"
+    if spread > tolerance:
+        v.reason = (f"the counts do not repeat within {tolerance:.2%} (spread {spread:.2%}): threads or a "
+                    "time-dependent path; compare with --threads 1")
+    elif v.change > tolerance:
+        v.verdict, v.reason = "regression", f"instructions {pct} > +{tolerance:.2%}"
+    elif v.change < -tolerance:
+        v.verdict, v.reason = "improvement", f"instructions {pct} < -{tolerance:.2%}"
+    else:
+        v.verdict, v.reason = "same", f"instructions {pct}, within ±{tolerance:.2%}"
+    return v

@@ -71,3 +71,11 @@ def complexity_dict(rows: list[StageCost]) -> dict:
     upsample = next((r.macs for r in rows if r.stage == "post"), None)
     return {"stages": [asdict(r) for r in network], "total_params": sum(r.params for r in network),
             "total_macs": sum(r.macs for r in network), "post_macs": upsample}
+
+
+def macs_by_stage(model: TopFormer, height: int, width: int) -> dict[str, int]:
+    """Multiply-accumulates per stage name, with ``full`` = the network (TPM..head): what manifests record."""
+    rows = model_complexity(model, height, width, full_resolution=True)
+    macs = {r.stage: r.macs for r in rows}
+    macs["full"] = sum(r.macs for r in rows if r.stage in STAGES)
+    return macs

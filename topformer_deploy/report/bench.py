@@ -7,6 +7,27 @@ from ..bench.result import COMPARE_SCHEMA
 from .common import fmt
 
 
+#: Class groups shown for a simulated core (the plugin's classes and kinds, millions per inference).
+INSTRUCTION_ROWS = (("SIMD/FP data processing", ("dp_simd_fp",)), ("loads/stores (SIMD, scalar)", ("ldst_simd", "ldst_scalar")),
+                    ("integer, branches", ("dp_imm", "dp_reg", "branch_sys")), ("FMLA fp32 / fp16", ("fmla_f32", "fmla_f16")),
+                    ("SDOT / SMLAL (int8)", ("sdot_udot", "smlal_umlal")))
+
+
+def instruction_rows(docs: list[dict]) -> list[tuple[str, list[str]]]:
+    """The rows a simulated core's results add: instructions per inference, by class, their spread, the floor."""
+    blocks = [d.get("instructions") or {} for d in docs]
+    if not any(blocks):
+        return []
+    million = lambda b, keys: " / ".join(fmt((b.get("median") or {}).get(k, 0) / 1e6, ".3f") for k in keys)  # noqa: E731
+    rows = [("instructions / inference (M)", [fmt((b.get("total") or 0) / 1e6, ".3f") if b else "-" for b in blocks])]
+    rows += [(label, [million(b, keys) if b else "-" for b in blocks]) for label, keys in INSTRUCTION_ROWS]
+    rows.append(("spread over runs", [fmt(b.get("spread"), ".1e") if b else "-" for b in blocks]))
+    rows.append(("MAC floor (share of executed)", [
+        f"{b['floor']['instructions'] / 1e6:.3f} M ({b['floor']['fraction']:.1%})" if b.get("floor") else "-"
+        for b in blocks]))
+    return rows
+
+
 def result_table(doc: dict, title: str | None = None):
     """A rich Table of one result (or of both sides of a compare document): one row per figure."""
     docs = [doc] if doc.get("schema") != COMPARE_SCHEMA else [doc["a"], doc["b"]]
@@ -20,7 +41,8 @@ def result_table(doc: dict, title: str | None = None):
                          justify="right", overflow="fold")
     ms = lambda key: [fmt((d.get("stats") or {}).get(key)) for d in docs]  # noqa: E731
     cond = [d.get("conditions") or {} for d in docs]
-    rows = [
+    simulated = any((d["device"].get("simulation") or {}).get("simulated") for d in docs)
+    rows = instruction_rows(docs) + [
         ("runtime", [f"{d['runtime'].get('name')} {d['runtime'].get('version')}" for d in docs]),
         ("engine / threads", [f"{d['config']['engine']} / {d['config']['threads']}" for d in docs]),
         ("runs (warmup)", [f"{(d.get('stats') or {}).get('count', 0)} ({d.get('warmup')})" for d in docs]),
@@ -33,6 +55,12 @@ def result_table(doc: dict, title: str | None = None):
                                     for c in cond]),
         ("hot / throttled", [f"{'HOT' if c.get('hot') else 'no'} / {c.get('throttled') or '-'}" for c in cond]),
     ]
+    if simulated:  # emulated wall time: kept, labelled for what it is
+        rows = [(f"{name} (emulated)" if name.endswith(" ms") or name == "CV" else name, cells)
+                for name, cells in rows if not name.startswith(("temp", "hot", "cores"))]
+    bold = "instructions / inference (M)" if simulated else "p50 ms"
     for name, cells in rows:
-        table.add_row(name, *cells, style="bold" if name == "p50 ms" else None)
+        table.add_row(name, *cells, style="bold" if name == bold else None)
+    if simulated:
+        table.caption = (docs[0]["device"].get("simulation") or {}).get("note")
     return table

@@ -15,7 +15,10 @@ from .common import pct, pyplot, save_figure
 
 
 def breakdown_table(doc: dict) -> Table:
-    """Per stage: params, MACs, p50 and their shares; the network sum, the whole model, the reconciliation."""
+    """Per stage: params, MACs, p50 and their shares; the network sum, the whole model, the reconciliation.
+    On a simulated core, instructions per inference take the latencies' place."""
+    if doc.get("instructions"):
+        return instruction_breakdown_table(doc)
     c = doc["config"]
     h, w = c["input_size"]
     table = Table(title=f"{c['variant']} {c['format']} {c['precision']} {h}x{w}, {c['threads']} thread(s), "
@@ -41,21 +44,52 @@ def breakdown_table(doc: dict) -> Table:
     return table
 
 
+def instruction_breakdown_table(doc: dict) -> Table:
+    """A simulated core's breakdown: per stage MACs, instructions per inference, share, MAC floor fraction."""
+    c, counts = doc["config"], doc["instructions"]
+    h, w = c["input_size"]
+    table = Table(title=f"{c['variant']} {c['format']} {c['precision']} {h}x{w} on {c['device']}: instructions "
+                        "per inference",
+                  caption=f"sum of stages / whole model = {counts['reconciliation']:.4f}, "
+                          f"{'within' if counts['reconciled'] else 'OUTSIDE'} {counts['band'][0]}-{counts['band'][1]}; "
+                          "post is beside the network, not in the sum; floor = MACs / MACs per SIMD instruction")
+    for name in ("stage", "params %", "MMACs", "MACs %", "M instructions", "instr. %", "MAC floor %"):
+        table.add_column(name, justify="left" if name == "stage" else "right")
+    for row in doc["stages"]:
+        if row["stage"] == "post":
+            table.add_section()
+        table.add_row(STAGE_LABELS.get(row["stage"], row["stage"]), pct(row["param_share"]), f"{row['macs'] / 1e6:.1f}",
+                      pct(row["mac_share"]), f"{(row.get('instructions') or 0) / 1e6:.3f}",
+                      pct(row.get("instruction_share")), pct(row.get("floor_fraction")))
+    table.add_section()
+    table.add_row("sum of stages", "", "", "", f"{counts['network_sum'] / 1e6:.3f}", pct(counts["reconciliation"]), "")
+    table.add_row("whole model", "100.0%", f"{doc['whole']['macs'] / 1e6:.1f}", "100.0%",
+                  f"{counts['whole'] / 1e6:.3f}", "100.0%", pct(counts.get("floor_fraction")))
+    return table
+
+
 def operator_table(doc: dict) -> Table | None:
     """The profiler's operator time per stage (whole model), or None when the engine gave none."""
     view = doc.get("operator_view") or {}
     if not view.get("available"):
         return None
+    counts = view.get("instructions")
     table = Table(title=f"operator view: {view.get('source', 'profiler')}")
-    for name in ("stage", "ops", "ms / run", "share"):
+    columns = ("stage", "ops", "M instructions", "share") if counts else ("stage", "ops", "ms / run", "share")
+    for name in columns:
         table.add_column(name, justify="left" if name == "stage" else "right")
+
+    def cells(entry, instructions):
+        if counts:
+            return [f"{instructions / 1e6:.3f}", pct(instructions / counts["total"] if counts["total"] else None)]
+        return [f"{entry.get('ms_per_run', entry['ms']):.3f}", pct(entry["share"])]
+
     for stage, entry in view["stages"].items():
-        per_run = entry.get("ms_per_run", entry["ms"])
-        table.add_row(STAGE_LABELS.get(stage, stage), str(entry["ops"]), f"{per_run:.3f}", pct(entry["share"]))
+        table.add_row(STAGE_LABELS.get(stage, stage), str(entry["ops"]),
+                      *cells(entry, (counts or {}).get("stages", {}).get(stage, 0)))
     rest = view["unattributed"]
     if rest["ops"]:
-        per_run = rest.get("ms_per_run", rest["ms"])
-        table.add_row("unattributed", str(rest["ops"]), f"{per_run:.3f}", pct(rest["share"]))
+        table.add_row("unattributed", str(rest["ops"]), *cells(rest, (counts or {}).get("unattributed", 0)))
     return table
 
 
@@ -65,14 +99,17 @@ def slowest_operators_table(doc: dict, limit: int = 10) -> Table | None:
     ops = view.get("ops") if view.get("available") else None
     if not ops:
         return None
-    total = sum(op["ms"] for op in ops) or 1.0
-    table = Table(title=f"slowest operators ({len(ops)} profiled)")
-    for name in ("stage", "operator", "output / node", "ms / run", "share"):
-        table.add_column(name, justify="right" if name in ("ms / run", "share") else "left")
+    counted = "instructions" in view
+    key, unit = ("instruction_total", "M instructions") if counted else ("ms", "ms / run")
+    total = sum(op[key] for op in ops) or 1.0
+    table = Table(title=f"{'heaviest' if counted else 'slowest'} operators ({len(ops)} profiled)")
+    for name in ("stage", "operator", "output / node", unit, "share"):
+        table.add_column(name, justify="right" if name in (unit, "share") else "left")
     for op in ops[:limit]:
         where = "x".join(map(str, op["output_shape"][1:])) if op.get("output_shape") else (op.get("node") or "")
-        table.add_row(STAGE_LABELS.get(op.get("stage"), op.get("stage") or "-"), op["name"], where,
-                      f"{op['ms']:.3f}", pct(op["ms"] / total))
+        value = f"{op[key] / 1e6:.3f}" if counted else f"{op[key]:.3f}"
+        table.add_row(STAGE_LABELS.get(op.get("stage"), op.get("stage") or "-"), op["name"], where, value,
+                      pct(op[key] / total))
     return table
 
 

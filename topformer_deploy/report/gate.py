@@ -11,13 +11,22 @@ from ..gate.compare import GateReport, GateRow
 from .common import pyplot, save_figure
 
 HEADERS = ("configuration", "baseline p50", "candidate p50", "change", "CI", "p", "verdict")
+
+
+def _threshold(report: GateReport) -> str:
+    if report.deterministic:
+        return f"instruction counts, tolerance ±{report.tolerance:.2%}"
+    return f"max slowdown {report.max_slowdown:.0%}, alpha {report.alpha}"
 _COLORS = {"regression": "red", "improvement": "green", "same": "", "inconclusive": "yellow"}
 
 
 def _cells(row: GateRow) -> list[str]:
     v = row.verdict
-    ms = lambda x, n: "-" if x is None else f"{x:.2f} ms ({n})"  # noqa: E731
-    change = "-" if v.change is None else f"{v.change:+.1%}"
+    if v.unit == "instructions":
+        ms = lambda x, n: "-" if x is None else f"{x / 1e6:.3f} M ({n})"  # noqa: E731
+    else:
+        ms = lambda x, n: "-" if x is None else f"{x:.2f} ms ({n})"  # noqa: E731
+    change = "-" if v.change is None else f"{v.change:+.3%}" if v.unit == "instructions" else f"{v.change:+.1%}"
     if v.ci_low is None:
         ci = "-"
     else:
@@ -28,7 +37,7 @@ def _cells(row: GateRow) -> list[str]:
 
 def gate_table(report: GateReport) -> Table:
     """Old vs new medians, relative change, its confidence interval and the verdict; the reasons below."""
-    table = Table(title=f"latency gate: max slowdown {report.max_slowdown:.0%}, alpha {report.alpha} "
+    table = Table(title=f"{'instruction' if report.deterministic else 'latency'} gate: {_threshold(report)} "
                         f"-> {report.status.upper()}",
                   caption="\n".join(f"{r.config_key}: {r.verdict.reason}" for r in report.rows),
                   caption_justify="left")
@@ -43,9 +52,12 @@ def gate_table(report: GateReport) -> Table:
 def gate_markdown(report: GateReport) -> str:
     """A Markdown summary (for ``$GITHUB_STEP_SUMMARY``)."""
     icon = {"pass": ":white_check_mark:", "regression": ":x:", "inconclusive": ":warning:"}[report.status]
-    lines = [f"### Latency gate: {icon} {report.status}", "",
-             f"Threshold: median slowdown > {report.max_slowdown:.0%} with Mann-Whitney U p < {report.alpha} "
-             f"({1 - report.alpha:.0%} Hodges-Lehmann CI of the change).",
+    threshold = (f"Threshold: instructions per inference changed by more than {report.tolerance:.2%} (exact "
+                 "counts on a simulated core)." if report.deterministic else
+                 f"Threshold: median slowdown > {report.max_slowdown:.0%} with Mann-Whitney U p < {report.alpha} "
+                 f"({1 - report.alpha:.0%} Hodges-Lehmann CI of the change).")
+    lines = [f"### {'Instruction' if report.deterministic else 'Latency'} gate: {icon} {report.status}", "",
+             threshold,
              f"Device: `{report.device.get('id', '?')}` {report.device.get('model') or ''}; runtime "
              f"{report.runtime.get('name', '?')} {report.runtime.get('version', '')}", "",
              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
@@ -62,11 +74,12 @@ def gate_markdown(report: GateReport) -> str:
 def gate_chart(report: GateReport, path: str | os.PathLike) -> Path:
     """Box plots of baseline vs candidate latencies per configuration, written to ``path`` (PNG/SVG/PDF)."""
     plt = pyplot()
-    rows = [r for r in report.rows if r.cand_ms]
+    rows = [r for r in report.rows if r.cand_samples]
     fig, ax = plt.subplots(figsize=(8, 1.0 + 0.9 * max(1, len(rows))))
     data, labels, colors = [], [], []
     for r in reversed(rows):
-        for name, ms, color in (("candidate", r.cand_ms, "tab:orange"), ("baseline", r.base_ms, "tab:blue")):
+        for name, ms, color in (("candidate", r.cand_samples, "tab:orange"),
+                                ("baseline", r.base_samples, "tab:blue")):
             if ms:
                 data.append(ms)
                 labels.append(f"{r.config_key} {name}" + (f" [{r.verdict.verdict}]" if name == "candidate" else ""))
@@ -75,7 +88,7 @@ def gate_chart(report: GateReport, path: str | os.PathLike) -> Path:
     for patch, color in zip(boxes["boxes"], colors):
         patch.set_facecolor(color)
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=7)
-    ax.set_xlabel("latency per run (ms)")
+    ax.set_xlabel("instructions per inference" if report.deterministic else "latency per run (ms)")
     ax.set_title(f"latency gate ({report.status}): {report.device.get('model') or report.device.get('id', '')}",
                  fontsize=9)
     fig.tight_layout()

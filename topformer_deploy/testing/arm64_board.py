@@ -1,10 +1,10 @@
 """An emulated Arm board: a Debian bookworm arm64 rootfs run under qemu-user, reached over sshd on loopback.
 
-The rootfs (see :mod:`.arm64_rootfs`) is the base of Raspberry Pi OS with a venv holding the same aarch64
+The rootfs (see :mod:`topformer_deploy.bench.sim.userland`) is the base of Raspberry Pi OS with a venv holding the same aarch64
 wheels a Pi would use (numpy, ai-edge-litert, onnxruntime). Only timings are unrealistic (emulation);
 everything else is the real ssh + device-runner path. Needs Linux, root (chroot, mount), binfmt_misc.
 
-    build()  -> dict    debootstrap + venv, cached (arm64_rootfs.build)
+    build()  -> dict    debootstrap + venv, cached (bench.sim.userland.build)
     start()  -> Board   /proc and /dev mounted, sshd on a free 127.0.0.1 port with throwaway keys
     stop()              sshd killed by pid, processes left in the chroot ended, mounts undone
     running() -> Board | None
@@ -27,13 +27,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .arm64_rootfs import (BOARD_DIR, BoardError, VENV, board_paths, build, built, host_problem,
-                           mount_system_dirs, mounts_under, pids_in, prepare_host, run_command, unmount_all)
+from ..bench.sim import cores
+from ..bench.sim.userland import (BOARD_DIR, VENV, UserlandError, board_paths, build, built, host_problem,
+                                  mount_system_dirs, mounts_under, pids_in, prepare_host, run_command, unmount_all)
 
-__all__ = ["Board", "BoardError", "build", "built", "host_problem", "prepare_host", "running", "start", "status",
+__all__ = ["Board", "UserlandError", "build", "built", "host_problem", "prepare_host", "running", "start", "status",
            "stop"]
 
 SSH_ALIAS = "arm64-board"
+#: The board is a Raspberry Pi 4: its programs run as this qemu CPU model, with its CPU description.
+BOARD_CORE = "cortex-a72"
 
 
 @dataclass
@@ -97,12 +100,13 @@ def _free_port() -> int:
 
 
 def _sshd_config(port: int) -> str:
+    """sshd's config; every session runs its programs as a Cortex-A72 (qemu-user reads QEMU_CPU)."""
     path = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     return "\n".join([
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {BOARD_DIR}/ssh_host_ed25519_key",
         f"AuthorizedKeysFile {BOARD_DIR}/authorized_keys", "PermitRootLogin prohibit-password",
         "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-        "PidFile none", "MaxStartups 50", "MaxSessions 50", f"SetEnv PATH={path}",
+        "PidFile none", "MaxStartups 50", "MaxSessions 50", f"SetEnv PATH={path} QEMU_CPU={BOARD_CORE}",
         "Subsystem sftp /usr/lib/openssh/sftp-server", ""])
 
 
@@ -126,6 +130,20 @@ def ssh_config_text(port: int, key: Path, known_hosts: Path) -> str:
             "  BatchMode yes\n  ConnectTimeout 20\n  LogLevel ERROR\n")
 
 
+def describe_cpu(root: Path, state: Path, core: str = BOARD_CORE) -> None:
+    """Give the chroot a Pi 4's CPU description: its /proc/cpuinfo (bind-mounted over the host's, which
+    the mounted /proc shows) and /sys/devices/system/cpu as plain files. Without them LiteRT's CPU detection
+    fails (no /sys/devices/system/cpu/possible, an x86 cpuinfo) and XNNPACK is never created."""
+    cpuinfo = state / "cpuinfo"
+    cpuinfo.write_text(cores.proc_cpuinfo(core))
+    run_command(["mount", "--bind", str(cpuinfo), str(root / "proc/cpuinfo")], timeout=30)
+    cpu_dir = root / "sys/devices/system/cpu"
+    shutil.rmtree(cpu_dir, ignore_errors=True)
+    for rel, text in cores.sysfs_files(core).items():
+        (cpu_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cpu_dir / rel).write_text(text)
+
+
 def running(cache: Path | None = None) -> Board | None:
     """The running board, if its sshd (started by us, chrooted into the rootfs) is alive."""
     p = board_paths(cache)
@@ -142,7 +160,7 @@ def start(cache: Path | None = None, timeout: float = 120, say=print) -> Board:
     """Start the board's sshd on a free loopback port; returns once a real ssh login answers ``aarch64``."""
     p = board_paths(cache)
     if not built(cache):
-        raise BoardError("the arm64 board is not built: run scripts/arm64-board.sh build")
+        raise UserlandError("the arm64 board is not built: run scripts/arm64-board.sh build")
     if (board := running(cache)) is not None:
         return board
     prepare_host(install=False)
@@ -152,6 +170,7 @@ def start(cache: Path | None = None, timeout: float = 120, say=print) -> Board:
     board_dir = root / BOARD_DIR.lstrip("/")
     try:
         mount_system_dirs(root)
+        describe_cpu(root, state)
         (root / "run/sshd").mkdir(parents=True, exist_ok=True)
         port = _free_port()
         host_pub = (board_dir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
@@ -161,7 +180,7 @@ def start(cache: Path | None = None, timeout: float = 120, say=print) -> Board:
         log = open(state / "sshd.log", "wb")
         began = time.monotonic()
         proc = subprocess.Popen(_sshd_argv(root), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, "QEMU_CPU": BOARD_CORE})
         log.close()
         board = Board(port=port, pid=proc.pid, key=str(key), known_hosts=str(known), ssh_config=str(config))
         p["board"].write_text(json.dumps(asdict(board)))
@@ -188,7 +207,7 @@ def _wait_until_ready(board: Board, proc: subprocess.Popen, log: Path, timeout: 
     last = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BoardError(f"sshd exited with {proc.returncode}: {log.read_text(errors='replace').strip()[-300:]}")
+            raise UserlandError(f"sshd exited with {proc.returncode}: {log.read_text(errors='replace').strip()[-300:]}")
         try:
             res = subprocess.run(board.ssh_argv(["uname", "-m"]), capture_output=True, text=True, timeout=60,
                                  stdin=subprocess.DEVNULL)
@@ -199,7 +218,7 @@ def _wait_until_ready(board: Board, proc: subprocess.Popen, log: Path, timeout: 
             return
         last = (res.stdout + res.stderr).strip()
         time.sleep(0.5)
-    raise BoardError(f"the board's sshd did not answer within {timeout:.0f} s: {last[-300:]}")
+    raise UserlandError(f"the board's sshd did not answer within {timeout:.0f} s: {last[-300:]}")
 
 
 def stop(cache: Path | None = None) -> bool:
@@ -254,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             board = running()
             if board is None:
-                raise BoardError("the board is not running (scripts/arm64-board.sh start)")
+                raise UserlandError("the board is not running (scripts/arm64-board.sh start)")
             print(Path(board.ssh_config).read_text(), end="")
-    except BoardError as exc:
+    except UserlandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

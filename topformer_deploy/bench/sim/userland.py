@@ -1,9 +1,11 @@
-"""The emulated Arm board's rootfs: host preparation (binfmt_misc, qemu-user-static, debootstrap) and the build.
+"""The project's aarch64 userland: a Debian bookworm arm64 rootfs with the runtimes a Raspberry Pi would use.
 
-``build()`` debootstraps Debian bookworm arm64 (minbase + python3, venv, pip, ca-certificates,
+The simulated cores (``sim:CORE``) run the device runner on it under qemu-user, and the emulated board
+(:mod:`topformer_deploy.testing.arm64_board`) serves it over sshd. ``build()`` prepares the host
+(binfmt_misc, qemu-user-static, debootstrap), debootstraps (minbase + python3, venv, pip, ca-certificates,
 openssh-server) into ``CACHE_DIR/rootfs`` from the host's own Debian mirror, then makes a venv with the
 host's versions of numpy, ai-edge-litert and onnxruntime. ``complete.json`` is written last, so an
-interrupted build is redone, never used. Also the mount and process helpers the board shares.
+interrupted build is redone, never used. Also the mount and process helpers the board uses.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from ..errors import TopformerDeployError
-from ..files import cache_root
+from ...errors import TopformerDeployError
+from ...files import cache_root
 
 CACHE_DIR = Path(os.environ.get("TOPFORMER_ARM64_BOARD_DIR") or cache_root() / "arm64-bookworm")
 SUITE = "bookworm"
@@ -32,8 +34,8 @@ BINFMT = Path("/proc/sys/fs/binfmt_misc")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
-class BoardError(TopformerDeployError):
-    """The emulated board cannot be built, started or stopped."""
+class UserlandError(TopformerDeployError):
+    """The aarch64 userland cannot be built, or the emulated board cannot be started or stopped."""
 
     exit_code = 3
 
@@ -46,7 +48,7 @@ def board_paths(cache: Path | None = None) -> dict[str, Path]:
 
 
 def run_command(argv: list[str], timeout: float = 600, log: Path | None = None, env: dict | None = None) -> str:
-    """Run a local command (never through a shell); raise BoardError with its last output line on failure."""
+    """Run a local command (never through a shell); raise UserlandError with its last output line on failure."""
     try:
         if log is not None:
             with open(log, "ab") as out:
@@ -60,14 +62,14 @@ def run_command(argv: list[str], timeout: float = 600, log: Path | None = None, 
                                   stdin=subprocess.DEVNULL)
             text = proc.stdout + proc.stderr
     except FileNotFoundError as exc:
-        raise BoardError(f"{argv[0]} is not installed") from exc
+        raise UserlandError(f"{argv[0]} is not installed") from exc
     except subprocess.TimeoutExpired as exc:
-        raise BoardError(f"{shlex.join(argv[:3])} ... timed out after {timeout:.0f} s") from exc
+        raise UserlandError(f"{shlex.join(argv[:3])} ... timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
         if log is not None:
             text = log.read_text(errors="replace")
         last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-        raise BoardError(f"{shlex.join(argv[:4])} ... failed (exit {proc.returncode}): {last[0].strip()}")
+        raise UserlandError(f"{shlex.join(argv[:4])} ... failed (exit {proc.returncode}): {last[0].strip()}")
     return proc.stdout if log is None else ""
 
 
@@ -101,34 +103,34 @@ def prepare_host(install: bool = True) -> None:
     """Mount binfmt_misc, install qemu-user-static/binfmt-support/debootstrap, check qemu-aarch64 is registered."""
     problem = host_problem()
     if problem:
-        raise BoardError(problem)
+        raise UserlandError(problem)
     if not (BINFMT / "register").exists():
         try:
             run_command(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], timeout=30)
-        except BoardError as exc:
-            raise BoardError(f"cannot mount binfmt_misc (a container without privileges?): {exc}") from exc
+        except UserlandError as exc:
+            raise UserlandError(f"cannot mount binfmt_misc (a container without privileges?): {exc}") from exc
     missing = _missing_host_packages()
     if missing:
         if not install:
-            raise BoardError(f"missing host packages: {' '.join(missing)} (run scripts/arm64-board.sh build)")
+            raise UserlandError(f"missing host packages: {' '.join(missing)} (run scripts/arm64-board.sh build)")
         if shutil.which("apt-get") is None:
-            raise BoardError(f"install {' '.join(missing)} (no apt-get here)")
+            raise UserlandError(f"install {' '.join(missing)} (no apt-get here)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
         try:
             run_command(argv, env=env)
-        except BoardError:
+        except UserlandError:
             run_command(["apt-get", "update", "-q"], env=env)
             run_command(argv, env=env)
     entry = BINFMT / "qemu-aarch64"
     if not entry.exists() and shutil.which("update-binfmts"):
         run_command(["update-binfmts", "--enable", "qemu-aarch64"], timeout=60)
     if not entry.exists():
-        raise BoardError("qemu-aarch64 is not registered in binfmt_misc (update-binfmts --enable qemu-aarch64)")
+        raise UserlandError("qemu-aarch64 is not registered in binfmt_misc (update-binfmts --enable qemu-aarch64)")
     text = entry.read_text()
     flags = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("flags:")), "")
     if not text.startswith("enabled") or "F" not in flags:
-        raise BoardError(f"qemu-aarch64 binfmt entry must be enabled with the F flag (flags: {flags or 'none'})")
+        raise UserlandError(f"qemu-aarch64 binfmt entry must be enabled with the F flag (flags: {flags or 'none'})")
 
 
 def debian_mirror() -> str:
@@ -144,7 +146,7 @@ def debian_mirror() -> str:
         for uri, suites in apt_entries(text, deb822=path.suffix == ".sources"):
             if SUITE in suites and uri.rstrip("/").endswith("/debian"):
                 return uri.rstrip("/")
-    raise BoardError("no Debian bookworm mirror in /etc/apt/sources.list*; set TOPFORMER_ARM64_MIRROR")
+    raise UserlandError("no Debian bookworm mirror in /etc/apt/sources.list*; set TOPFORMER_ARM64_MIRROR")
 
 
 def apt_entries(text: str, deb822: bool) -> list[tuple[str, list[str]]]:
@@ -183,7 +185,8 @@ def mounts_under(root: Path) -> list[str]:
 def mount_system_dirs(root: Path) -> None:
     """/proc and /dev for the chroot (sshd, python and pip need both).
 
-    Not /sys: with the host's x86 CPU topology there, onnxruntime's cpuinfo crashes under qemu-user.
+    Not the host's /sys: its x86 CPU topology makes onnxruntime's cpuinfo crash under qemu-user (the board
+    writes an Arm CPU description there as plain files instead).
     """
     mounted = set(mounts_under(root))
     for point, argv in (("proc", ["-t", "proc", "proc"]), ("dev", ["--bind", "/dev"])):
@@ -217,7 +220,7 @@ def pids_in(root: Path) -> list[int]:
 
 # ---------------------------------------------------------------- build
 
-def _host_versions() -> dict[str, str | None]:
+def host_runtime_versions() -> dict[str, str | None]:
     versions = {}
     for name in RUNTIME_PACKAGES:
         try:
@@ -245,14 +248,14 @@ def _install_runtimes(root: Path, log: Path) -> dict[str, str]:
     chroot = ["chroot", str(root)]
     run_command([*chroot, "/usr/bin/python3", "-m", "venv", VENV], log=log, env=env)
     pip = [*chroot, f"{VENV}/bin/pip", "install", "-q", "--only-binary=:all:"]
-    pinned = [f"{n}=={v}" if v else n for n, v in _host_versions().items()]
+    pinned = [f"{n}=={v}" if v else n for n, v in host_runtime_versions().items()]
     try:
         run_command([*pip, *pinned], log=log, env=env, timeout=1800)
-    except BoardError:
+    except UserlandError:
         for spec in pinned:       # one by one: an unpinned fallback only where the pin has no aarch64 wheel
             try:
                 run_command([*pip, spec], log=log, env=env, timeout=1800)
-            except BoardError:
+            except UserlandError:
                 run_command([*pip, spec.split("==")[0]], log=log, env=env, timeout=1800)
     script = ("import json, importlib.metadata as m; "
               f"print(json.dumps({{n: m.version(n) for n in {list(RUNTIME_PACKAGES)!r}}}))")
@@ -275,11 +278,11 @@ def build(force: bool = False, cache: Path | None = None, say=print) -> dict:
     """
     p = board_paths(cache)
     record = built(cache)
-    if not force and record and record.get("host_runtimes") == _host_versions():
+    if not force and record and record.get("host_runtimes") == host_runtime_versions():
         return record       # else the host's runtime versions changed: only the venv is redone
     prepare_host(install=True)
     if p["root"].exists() and pids_in(p["root"]):
-        raise BoardError("the board is running; stop it before rebuilding")
+        raise UserlandError("the board is running; stop it before rebuilding")
     p["complete"].unlink(missing_ok=True)
     p["base"].mkdir(parents=True, exist_ok=True)
     root = p["root"]
@@ -289,7 +292,7 @@ def build(force: bool = False, cache: Path | None = None, say=print) -> dict:
         if force or not p["debootstrapped"].exists():
             p["debootstrapped"].unlink(missing_ok=True)
             if mounts_under(root):
-                raise BoardError(f"cannot unmount everything under {root}; not deleting it")
+                raise UserlandError(f"cannot unmount everything under {root}; not deleting it")
             shutil.rmtree(root, ignore_errors=True)
             p["log"].write_text("")
             mirror = debian_mirror()
@@ -318,7 +321,7 @@ def build(force: bool = False, cache: Path | None = None, say=print) -> dict:
     finally:
         unmount_all(root)
     record = {"suite": SUITE, "arch": "arm64", "root": str(root), "python": f"{VENV}/bin/python",
-              "runtimes": versions, "host_runtimes": _host_versions(), "debootstrap_seconds": debootstrap_s,
+              "runtimes": versions, "host_runtimes": host_runtime_versions(), "debootstrap_seconds": debootstrap_s,
               "venv_seconds": venv_s, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     tmp = p["complete"].with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
