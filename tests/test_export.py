@@ -145,6 +145,9 @@ def test_fp16_stores_float16_weights(fp16_export):
     convs = histogram["CONV_2D"] + histogram["DEPTHWISE_CONV_2D"]
     assert dtypes.get("FLOAT16", 0) >= convs  # every conv weight is stored as float16 (biases stay float32)
     assert histogram.get("DEQUANTIZE", 0) >= convs
+    from topformer_deploy.export.tflite import FP16_HINT, tflite_metadata
+
+    assert tflite_metadata(fp16_export.path)[FP16_HINT[0]] == FP16_HINT[1]   # XNNPACK may compute in FP16
     assert manifest["size_bytes"] < 4_000_000  # the fp32 artifact is ~5.6 MB
 
 

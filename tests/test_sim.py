@@ -128,6 +128,39 @@ def test_int8_uses_the_dot_product_on_cortex_a76(sim_ready, tiny, tmp_path):
 
 
 @pytest.mark.sim
+def test_fp16_runs_in_fp16_on_cortex_a76_only_and_keeps_the_classes(sim_ready, tmp_path):
+    """The fp16 artifact asks XNNPACK for FP16 inference: the A76 (FP16 arithmetic) does it, the A72 cannot
+    and computes in FP32. On the trained demo model the A76's FP16 class map agrees with the host's FP32."""
+    import numpy as np
+
+    from topformer_deploy.export import export_model
+    from topformer_deploy.images import sample_photos
+    from topformer_deploy.model import load_checkpoint
+
+    demo = Path(__file__).resolve().parents[1] / "models" / "topformer_tiny_demo.pth"
+    size = (128, 128)
+    model = load_checkpoint(demo)
+    paths = {p: export_model(model, "tflite", tmp_path / p, input_size=size, precision=p, checkpoint=demo).path
+             for p in ("fp32", "fp16")}
+    photo = sample_photos(size, 1)[0]
+    np.save(tmp_path / "photo.npy", photo.transpose(0, 2, 3, 1))
+    runs = {}
+    for precision, core in (("fp32", "cortex-a76"), ("fp16", "cortex-a76"), ("fp16", "cortex-a72")):
+        out = tmp_path / f"{precision}-{core}.npy"
+        runs[precision, core] = bench(tmp_path, "--model", str(paths[precision]), "--device", f"sim:{core}", "--runs",
+                                      "1", "--input", str(tmp_path / "photo.npy"), "--save-output", str(out))
+        runs[precision, core]["output"] = np.load(out)
+    fp32, fp16 = runs["fp32", "cortex-a76"]["instructions"], runs["fp16", "cortex-a76"]["instructions"]
+    assert fp16["median"]["fmla_f16"] > 0 and fp16["median"]["fmla_f32"] == 0
+    assert fp16["total"] < 0.75 * fp32["total"]
+    assert runs["fp16", "cortex-a72"]["instructions"]["median"]["fmla_f16"] == 0      # no FP16 arithmetic there
+    with torch.no_grad():
+        reference = model(torch.from_numpy(photo)).numpy().argmax(1)
+    agreement = float((runs["fp16", "cortex-a76"]["output"].argmax(-1) == reference).mean())
+    assert agreement >= 0.98, agreement
+
+
+@pytest.mark.sim
 def test_deterministic_gate_passes_the_same_model_and_flags_an_extra_convolution(sim_ready, tiny, tmp_path):
     base = tmp_path / "base.json"
     same = CliRunner().invoke(main, ["bench", "--compare", str(tiny["fp32"]), str(tiny["fp32"]), "--device",

@@ -262,6 +262,12 @@ def one_op_models(path):
         one = copy.copy(model)
         one.subgraphs, one.buffers, one.signatureDefs = [sub], buffers, []
         one.metadata, one.metadataBuffer = [], []
+        for entry in model.metadata or []:  # XNNPACK's FP16 hint must reach each op, as in the whole model
+            if entry.name in (b"reduced_precision_support", "reduced_precision_support"):
+                kept = copy.copy(entry)
+                buffers.append(model.buffers[entry.buffer])
+                kept.buffer = len(buffers) - 1
+                one.metadata.append(kept)
         last = ops[-1]
         result.append((group[0], "+".join(op_name(op) for op in ops),
                        [int(d) for d in graph.tensors[last.outputs[0]].shape],
@@ -543,6 +549,8 @@ def measure(args):
             elapsed = (time.perf_counter() - start) * 1e3
             if marks:
                 mark(event + 1, i)
+                sys.stderr.write("tfd-progress: %d/%d\n" % (i + 1, args.warmup + args.runs))
+                sys.stderr.flush()
             if first_ms is None:
                 first_ms = elapsed
             if i >= args.warmup:

@@ -35,7 +35,7 @@ def _python_operator_view(entry: dict, options: BreakdownOptions, progress: Prog
     source = ("onnxruntime profiler (kernel time, whole model)" if onnx else
               "every operator run as its own one-op model (a zero PAD with the conv it feeds), same runtime")
     warmup, runs = 2, max(1, min(options.runs, 10))
-    with tempfile.TemporaryDirectory(prefix="tfd-profile-") as local, options.transport() as transport:
+    with tempfile.TemporaryDirectory(prefix="tfd-profile-") as local, options.transport(progress) as transport:
         bench = options.bench_options(runs, warmup=warmup, engine="python", input_file=str(entry["input_file"]),
                                       profile_dir=local)
         progress(f"profiling the whole model's operators on {transport.name}")
@@ -73,7 +73,7 @@ def _python_operator_view(entry: dict, options: BreakdownOptions, progress: Prog
 
 def _benchmark_model_operator_view(entry: dict, options: BreakdownOptions, progress: Progress) -> dict:
     source = "benchmark_model --enable_op_profiling (whole model)"
-    with options.transport() as transport:
+    with options.transport(progress) as transport:
         bench = options.bench_options(max(1, min(options.runs, 10)), warmup=2, op_profiling=True)
         progress("profiling the whole model with benchmark_model")
         doc = run_bench(entry["path"], transport, bench, progress=progress)

@@ -43,8 +43,8 @@ class BreakdownOptions:
                       benchmark_binary=self.benchmark_binary)
         return BenchOptions(**{**fields, **overrides})
 
-    def transport(self):
-        """An open transport to the device."""
+    def transport(self, progress: Progress | None = None):
+        """An open transport to the device (``progress`` hears about slow steps, e.g. emulated inferences)."""
         from ..bench.devices import open_transport
 
-        return open_transport(self.device, self.adb_path, self.ssh_config)
+        return open_transport(self.device, self.adb_path, self.ssh_config, progress=progress)

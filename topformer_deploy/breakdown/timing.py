@@ -22,7 +22,7 @@ def time_artifacts(artifacts: dict[str, dict], options: BreakdownOptions, progre
     rounds = max(1, min(options.rounds, options.runs))
     per_round = [options.runs // rounds + (1 if r < options.runs % rounds else 0) for r in range(rounds)]
     docs: dict[str, list[dict]] = {stage: [] for stage in order}
-    with options.transport() as transport:
+    with options.transport(progress) as transport:
         for r, runs in enumerate(per_round):
             for stage in (order if r % 2 == 0 else order[::-1]):
                 entry = artifacts[stage]

@@ -117,7 +117,7 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     save_partial = (lambda doc: write_json(json_out, doc)) if json_out and not to_stdout else None
     with _status(err) as say:
         paths = [resolve_model(m, fmt, input_size, say) for m in (compare or [model])]
-        transport = open_transport(device, adb_path=adb_path, ssh_config=ssh_config)
+        transport = open_transport(device, adb_path=adb_path, ssh_config=ssh_config, progress=say)
         try:
             if compare:
                 doc = run_compare(paths[0], paths[1], transport, options, rounds, say, save_partial)

@@ -131,11 +131,10 @@ def quantize_tflite_pt2e(module: nn.Module, out_path: str | os.PathLike, calibra
 def tflite_float_io(path) -> None:
     """Give an int8-boundary ``.tflite`` float32 inputs/outputs in place: a QUANTIZE op after each int8 input
     and a DEQUANTIZE op before each int8 output, keeping the tensor names the signature exposes."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
+    from .tflite import read_model, write_model
 
     path = Path(path)
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+    schema, model = read_model(path)
     graph = model.subgraphs[0]
 
     def opcode(builtin: int) -> int:
@@ -182,9 +181,7 @@ def tflite_float_io(path) -> None:
     for signature in model.signatureDefs or []:
         for entry in list(signature.inputs or []) + list(signature.outputs or []):
             entry.tensorIndex = renamed.get(entry.tensorIndex, entry.tensorIndex)
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
+    write_model(model, path)
 
 
 def aeq_recipe(keep_float: Sequence[str] = (), int8_io: bool = False):

@@ -2,10 +2,13 @@
 
 * :class:`NhwcAttention` - the official attention reshapes NCHW conv outputs to ``(B, heads, dim, N)`` and
   permutes them; forced into NHWC by a TFLite converter that costs ~7 TRANSPOSE ops per block. Here the
-  same function is computed from channels-last views: one fused q/k/v 1x1 conv, ONE transpose to split the
+  same function is computed from channels-last views: one fused q/k/v 1x1 conv, one transpose to split the
   heads, ``q @ k^T`` as a 3-D batch matmul (the converter folds the transpose of ``k`` into BATCH_MATMUL's
-  ``adj_y``), and the output projection applied per head as a batch matmul followed by a sum over heads
-  (so no transpose is needed to merge the heads back).
+  ``adj_y``), one transpose to merge them back, and the output projection as the original 1x1 conv.
+  Counted on simulated Arm cores (Tiny 512, Cortex-A72) this is the plain conversion's work (260.43 M
+  instructions) with 8 TRANSPOSE instead of 28; an earlier form applying the projection per head as a batch
+  matmul with a constant operand plus a sum over heads saved the second transpose but did 0.2% more work,
+  and XNNPACK cannot run such a batch matmul in FP16 (it refuses the whole delegate).
 
 Not rewritten, measured: PyTorch pads a stride-2 kxk conv symmetrically by k//2, which TFLite's SAME padding
   cannot express, so the converter puts a PAD before each of the 5 strided convs. A (k+1)x(k+1) kernel with
@@ -19,7 +22,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..model.blocks import Attention
@@ -29,8 +31,7 @@ class NhwcAttention(nn.Module):
     """The folded official :class:`~topformer_deploy.model.blocks.Attention`, rewritten channels-last.
 
     Children: ``qkv`` (one 1x1 conv with bias; per head its kd query, kd key and d value channels) and
-    ``proj`` (the original ReLU6 + folded 1x1 conv, kept so module paths and weights stay recognisable;
-    its weights are used per head through the ``proj_weight`` / ``proj_bias`` buffers).
+    ``proj`` (the original ReLU6 + folded 1x1 conv).
     """
 
     def __init__(self, attention: Attention):
@@ -45,23 +46,19 @@ class NhwcAttention(nn.Module):
         with torch.no_grad():
             self.qkv.weight.copy_(torch.cat(weights, dim=1).reshape(-1, in_channels, 1, 1))
             self.qkv.bias.copy_(torch.cat(biases, dim=1).reshape(-1))
+        _folded_conv(attention.proj[1])
         self.proj = attention.proj
-        proj = _folded_conv(attention.proj[1])
-        # (C_out, heads * d) -> (heads, d, C_out): out = sum_h relu6(o_h) @ W_h + b
-        self.register_buffer("proj_weight", proj.weight.detach().reshape(proj.out_channels, heads, self.d)
-                             .permute(1, 2, 0).contiguous())
-        self.register_buffer("proj_bias", _bias(proj).detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         n, heads, per_head = h * w, self.num_heads, 2 * self.key_dim + self.d
         qkv = self.qkv(x).permute(0, 2, 3, 1).reshape(b, n, heads, per_head)      # free in NHWC
-        qkv = qkv.permute(0, 2, 1, 3).reshape(b * heads, n, per_head)              # the one TRANSPOSE
+        qkv = qkv.permute(0, 2, 1, 3).reshape(b * heads, n, per_head)              # TRANSPOSE: split heads
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.d], dim=-1)
         attn = torch.bmm(q, k.transpose(1, 2)).softmax(dim=-1)                    # BATCH_MATMUL adj_y
-        out = F.relu6(torch.bmm(attn, v)).reshape(b, heads, n, self.d)
-        out = torch.matmul(out, self.proj_weight).sum(dim=1) + self.proj_bias      # (b, n, C): heads merged
-        return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)                        # free in NHWC
+        out = torch.bmm(attn, v).reshape(b, heads, n, self.d)
+        out = out.permute(0, 2, 1, 3).reshape(b, h, w, heads * self.d)             # TRANSPOSE: merge heads
+        return self.proj(out.permute(0, 3, 1, 2))                                  # ReLU6 + 1x1 conv
 
 
 def _folded_conv(conv_bn: nn.Sequential) -> nn.Conv2d:

@@ -11,6 +11,9 @@ from torch import nn
 from .offline import offline
 
 PRECISIONS = ("fp32", "fp16")
+#: TFLite model metadata that tells XNNPACK the model may run in FP16 (inference and accumulation): it then
+#: does on cores with FP16 arithmetic (Cortex-A76, ARMv8.2 FP16) and stays FP32 elsewhere.
+FP16_HINT = ("reduced_precision_support", b"fp16accfp16")
 
 
 def convert_tflite(module: nn.Module, example_inputs: tuple, path: str | os.PathLike,
@@ -19,7 +22,8 @@ def convert_tflite(module: nn.Module, example_inputs: tuple, path: str | os.Path
 
     With ``nhwc=True`` every 4-D input and output is NHWC at the graph boundary: the layout change is
     folded into the graph by the converter, so no TRANSPOSE remains at the inputs or outputs.
-    ``precision="fp16"`` stores float16 weights (dequantized on load; activations stay float32).
+    ``precision="fp16"`` stores float16 weights and asks XNNPACK for FP16 inference where the core can
+    (:data:`FP16_HINT`); elsewhere the weights are dequantized on load and it computes in FP32.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} for TFLite, got {precision!r}")
@@ -45,10 +49,61 @@ def convert_tflite(module: nn.Module, example_inputs: tuple, path: str | os.Path
             quant_config = full_fp16_recipe()
         edge_model = litert_torch.convert(module, example_inputs, quant_config=quant_config)
         edge_model.export(str(path))
+    if precision == "fp16":
+        add_metadata(path, *FP16_HINT)
     return path
 
 
-def _read_model(path: str | os.PathLike):
+def read_model(path: str | os.PathLike):
+    """(schema module, the ``ModelT`` object of a .tflite) with every buffer inline, ready to edit and write.
+
+    litert-torch stores large constant buffers after the flatbuffer (``offset``/``size``); packing a
+    ``ModelT`` again would drop them, so they are read into the buffers' ``data`` first.
+    """
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    raw = Path(path).read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(raw, 0))
+    for buffer in model.buffers or []:
+        if getattr(buffer, "offset", 0) and buffer.offset > 1:
+            buffer.data = np.frombuffer(raw[buffer.offset:buffer.offset + buffer.size], np.uint8).copy()
+            buffer.offset = buffer.size = 0
+    return schema, model
+
+
+def write_model(model, path: str | os.PathLike) -> None:
+    """Serialize a ``ModelT`` to ``path`` (as a .tflite: file identifier TFL3)."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    Path(path).write_bytes(bytes(builder.Output()))
+
+
+def add_metadata(path: str | os.PathLike, name: str, value: bytes) -> None:
+    """Add (or replace) the model metadata entry ``name`` of a .tflite in place."""
+    import numpy as np
+
+    schema, model = read_model(path)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(value, np.uint8).copy()
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = name, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes)
+                                                           else m.name) != name] + [entry]
+    write_model(model, path)
+
+
+def tflite_metadata(path: str | os.PathLike) -> dict[str, bytes]:
+    """The metadata entries of a .tflite: {name: value}."""
+    _, model = read_model(path)
+    return {(m.name.decode() if isinstance(m.name, bytes) else m.name): bytes(bytearray(model.buffers[m.buffer].data))
+            for m in model.metadata or []}
+
+
+def _model_view(path: str | os.PathLike):
     from ai_edge_litert import schema_py_generated as schema
 
     return schema, schema.Model.GetRootAs(Path(path).read_bytes(), 0)
@@ -56,7 +111,7 @@ def _read_model(path: str | os.PathLike):
 
 def tflite_op_histogram(path: str | os.PathLike) -> dict[str, int]:
     """Operator name -> count over all subgraphs of a ``.tflite`` file, most frequent first."""
-    schema, model = _read_model(path)
+    schema, model = _model_view(path)
     names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
     codes = []
     for i in range(model.OperatorCodesLength()):
@@ -74,7 +129,7 @@ def tflite_op_histogram(path: str | os.PathLike) -> dict[str, int]:
 
 def tflite_weight_dtypes(path: str | os.PathLike) -> dict[str, int]:
     """Element type name -> number of constant tensors (those with data in a buffer)."""
-    schema, model = _read_model(path)
+    schema, model = _model_view(path)
     names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
     counts = collections.Counter()
     for s in range(model.SubgraphsLength()):

@@ -10,12 +10,16 @@ wall time is kept but means nothing (no caches, memory bandwidth, frequency or i
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import TopformerDeployError
-from ..transports import LocalTransport, RunResult, run_local
+from ..transports import DeviceError, LocalTransport, RunResult
 from . import cores, qemu
 
 #: The interpreter of the userland's runtime venv (numpy, ai-edge-litert, onnxruntime).
@@ -24,6 +28,7 @@ GUEST_PYTHON = "/opt/topformer-venv/bin/python3"
 GUEST_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1",
              "TOPFORMER_DEPLOY_MARKERS": "1"}
 HOST_COMMANDS = ("chmod", "mktemp", "rm")
+_PROGRESS = re.compile(r"tfd-progress: (\d+)/(\d+)")
 NOT_A_LATENCY = ("instruction counts are exact and repeatable; the emulated wall time is not a latency "
                  "(no caches, memory bandwidth, clock or issue width are modelled)")
 
@@ -46,7 +51,7 @@ class SimTransport(LocalTransport):
 
         self.core = check_core(core)
         self.name = f"sim:{core}"
-        say = progress or (lambda message: None)
+        self.say = say = progress or (lambda message: None)
         self.qemu = qemu.find_qemu()
         self.qemu_version = qemu.qemu_version(self.qemu)
         record = userland.built()
@@ -83,10 +88,38 @@ class SimTransport(LocalTransport):
             guest_env = {**GUEST_ENV, "HOME": home, **env, "TOPFORMER_DEPLOY_COUNTS": counts}
             command = qemu.qemu_argv(self.qemu, self.core, self.sim_root, self.rootfs, self.plugin, Path(counts),
                                      list(argv), guest_env)
-            result = run_local(command, timeout, stdin, what=self.name, env={})
+            result = self._run_guest(command, timeout)
         finally:
             Path(counts).unlink(missing_ok=True)
         return self._checked(RunResult(result.returncode, result.stdout, result.stderr), argv, check)
+
+    def _run_guest(self, command: list[str], timeout: float) -> RunResult:
+        """Run qemu, relaying the runner's per-inference progress lines (emulation takes seconds each)."""
+        started = time.monotonic()
+        proc = subprocess.Popen(command, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, errors="replace")
+        stdout: list[str] = []
+        reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        stderr = []
+        try:
+            for line in proc.stderr:
+                match = _PROGRESS.match(line)
+                if match:
+                    self.say(f"{self.name}: inference {match[1]}/{match[2]} under emulation "
+                             f"({time.monotonic() - started:.0f} s)")
+                else:
+                    stderr.append(line)
+            proc.wait(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise DeviceError(f"{self.name}: no answer within {timeout:g} s") from None
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            reader.join(timeout=10)
+        return RunResult(proc.returncode, "".join(stdout), "".join(stderr))
 
     def probe(self, script, timeout=60):
         """The conditions probe's sections, as a Linux board with these cores would print them."""
