@@ -182,7 +182,8 @@ def test_tflite_int8_has_int8_convs_and_float_boundary(tflite_int8):
     # only h_sigmoid's scalar "+ 3" adds stay float
     adds = [inputs for name, inputs in ops if name == "ADD"]
     int8_adds = [a for a in adds if a[0][1] == a[1][1] == "INT8"]
-    assert len(int8_adds) >= 20 and len(adds) - len(int8_adds) <= 3, adds
+    # 18 tensor+tensor adds: 5 TPM residuals, 8 in the transformer blocks, 3 in SIM, 2 in the head
+    assert len(int8_adds) >= 18 and len(adds) - len(int8_adds) <= 3, adds
     manifest = read_manifest(tflite_int8.path)
     assert manifest["precision"] == "int8" and manifest["quantization"]["route"] == TFLITE_ROUTE
     assert manifest["input"]["dtype"] == "float32" and manifest["input"]["shape"] == [1, *SIZE, 3]
