@@ -38,21 +38,24 @@ def test_folder_is_searched_recursively_and_skips_hidden_and_other_files(image_f
     assert names == ["a.jpg", "b_grey.PNG", "broken.jpg", "c_rgba.png", "sub/d.bmp"]
 
 
-def test_corrupt_file_is_skipped_with_one_warning(image_folder):
-    with pytest.warns(CalibrationWarning, match="broken.jpg") as caught:
+def test_corrupt_file_and_the_shortfall_are_one_warning_each(image_folder):
+    with pytest.warns(CalibrationWarning) as caught:
         images = load_calibration_images(image_folder, count=10, input_size=SIZE)
-    assert len([w for w in caught if issubclass(w.category, CalibrationWarning)]) == 1
+    messages = [str(w.message) for w in caught if issubclass(w.category, CalibrationWarning)]
+    assert len(messages) == 2 and "broken.jpg" in messages[0] and "only 4 usable calibration images" in messages[1]
     assert len(images) == 4
     for x in images:
         assert x.shape == (1, 3, *SIZE) and x.dtype == np.float32 and np.isfinite(x).all()
 
 
-def test_skip_callback_replaces_the_warning(image_folder):
-    skipped = []
+def test_warn_callback_replaces_the_warnings(image_folder):
+    said = []
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning would fail the test
-        images = load_calibration_images(image_folder, 10, SIZE, on_skip=lambda p, why: skipped.append(p.name))
-    assert skipped == ["broken.jpg"] and len(images) == 4
+        images = load_calibration_images(image_folder, 10, SIZE, warn=said.append)
+    assert len(images) == 4 and len(said) == 2
+    assert said[0].startswith("skipping calibration image ") and "broken.jpg" in said[0]
+    assert said[1].startswith("only 4 usable calibration images") and "(10 asked for)" in said[1]
 
 
 def test_preprocessing_is_exactly_inference_preprocessing(image_folder):
@@ -64,7 +67,7 @@ def test_preprocessing_is_exactly_inference_preprocessing(image_folder):
 
 
 def test_grey_and_rgba_images_become_three_channels(image_folder):
-    images = load_calibration_images(image_folder, 10, SIZE, on_skip=lambda *a: None)
+    images = load_calibration_images(image_folder, 10, SIZE, warn=lambda message: None)
     for x, name in zip(images[1:3], ("b_grey.PNG", "c_rgba.png")):
         rgb = np.asarray(Image.open(image_folder / name).convert("RGB"))
         np.testing.assert_array_equal(x, preprocess(rgb, SIZE))
@@ -74,8 +77,8 @@ def test_grey_and_rgba_images_become_three_channels(image_folder):
 
 
 def test_count_picks_a_seeded_subset(image_folder):
-    first = load_calibration_images(image_folder, 2, SIZE, seed=3, on_skip=lambda *a: None)
-    again = load_calibration_images(image_folder, 2, SIZE, seed=3, on_skip=lambda *a: None)
+    first = load_calibration_images(image_folder, 2, SIZE, seed=3, warn=lambda message: None)
+    again = load_calibration_images(image_folder, 2, SIZE, seed=3, warn=lambda message: None)
     assert len(first) == 2
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
@@ -83,7 +86,8 @@ def test_count_picks_a_seeded_subset(image_folder):
 
 def test_progress_is_reported(image_folder):
     calls = []
-    load_calibration_images(image_folder, 3, SIZE, on_skip=lambda *a: None, progress=lambda d, t: calls.append((d, t)))
+    load_calibration_images(image_folder, 3, SIZE, warn=lambda message: None,
+                            progress=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
 
 
@@ -95,7 +99,7 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 def test_folder_of_only_unreadable_files_is_a_clear_error(tmp_path):
     (tmp_path / "x.png").write_bytes(b"garbage")
     with pytest.raises(TopformerDeployError, match="all 1 files were unreadable"):
-        load_calibration_images(tmp_path, 4, SIZE, on_skip=lambda *a: None)
+        load_calibration_images(tmp_path, 4, SIZE, warn=lambda message: None)
 
 
 def test_missing_folder_and_bad_count(tmp_path):

@@ -34,9 +34,9 @@ def calibration(tmp_path_factory):
         rgb, _ = generate_sample(0, "train", index, (96, 80))
         Image.fromarray(rgb).save(folder / f"img{index}.{'jpg' if index % 2 else 'png'}")
     (folder / "corrupt.jpg").write_bytes(b"not an image")
-    skipped = []
-    images = load_calibration_images(folder, 16, SIZE, on_skip=lambda p, why: skipped.append(p.name))
-    assert skipped == ["corrupt.jpg"] and len(images) == 6
+    said = []
+    images = load_calibration_images(folder, 16, SIZE, warn=said.append)
+    assert len(said) == 2 and "corrupt.jpg" in said[0] and "only 6 usable" in said[1] and len(images) == 6
     return images
 
 

@@ -112,8 +112,9 @@ def build_manifest(*, artifact: Path, fmt: str, precision: str, variant: str, nu
 
 
 def checkpoint_entry(path: str | os.PathLike | None) -> dict | str:
-    """The manifest's ``checkpoint``: the file's path and sha256, or ``"random"`` for random weights."""
-    return {"path": str(path), "sha256": sha256_file(path)} if path else "random"
+    """The manifest's ``checkpoint``: the file's absolute path (the manifest is read from anywhere) and
+    sha256 (readers check it is still that file), or ``"random"`` for random weights."""
+    return {"path": str(Path(path).absolute()), "sha256": sha256_file(path)} if path else "random"
 
 
 def write_manifest(artifact: str | os.PathLike, manifest: dict) -> Path:

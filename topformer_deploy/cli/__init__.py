@@ -7,7 +7,9 @@ are slow to import). Errors the tool knows about become one line on stderr and a
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
@@ -44,6 +46,8 @@ class LazyGroup(click.Group):
         return importlib.util.find_spec(f"{__name__}.{module}") is not None
 
     def invoke(self, ctx):
+        main_thread = threading.current_thread() is threading.main_thread()  # where signals can be handled
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
         try:
             return super().invoke(ctx)
         except TopformerDeployError as exc:
@@ -57,9 +61,21 @@ class LazyGroup(click.Group):
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
             click.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the cleanups have run
+            terminated = isinstance(exc, Terminated)
+            click.echo("terminated" if terminated else "interrupted", err=True)
+            sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup (staging folders, device temp dirs) runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -91,7 +91,8 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
             from ..export.calibration import load_calibration_images
 
             say(f"loading {calib_count} calibration images from {calib}")
-            options.calibration = load_calibration_images(calib, calib_count, input_size)
+            options.calibration = load_calibration_images(
+                calib, calib_count, input_size, warn=lambda message: err.print(f"warning: {message}", markup=False))
             options.calibration_source = str(calib)
         def save_partial(results):  # the stages measured so far survive an interruption
             write_json(partial, {"partial": True, "results": results})

@@ -44,6 +44,9 @@ class IgnoreIndex(click.ParamType):
                    "Artifacts always use their manifest's size.")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="Float checkpoint for pixel agreement (default: first checkpoint given, else the manifest's).")
+@click.option("--skip-out-of-range-labels", "skip_out_of_range", is_flag=True,
+              help="Leave out (and count) label values that are neither a class nor the ignore index, "
+                   "instead of stopping with an error.")
 @click.option("--sensitivity", is_flag=True,
               help="Quantize one stage at a time (TPM, SASE, SIM, head; int8 ONNX at --input-size, default 512, "
                    "calibrated on synthetic images) and report each one's mIoU drop. Takes one checkpoint.")
@@ -51,8 +54,8 @@ class IgnoreIndex(click.ParamType):
               help="Threads for PyTorch and the runtimes (ms/image is wall time at this setting).")
 @click.option("--per-class", is_flag=True, help="Also print per-class IoU.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows instead of a table.")
-def evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, input_size, reference, sensitivity,
-             threads, per_class, as_json):
+def evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, input_size, reference, skip_out_of_range,
+             sensitivity, threads, per_class, as_json):
     """Segmentation accuracy of each --model on a labelled folder, one row per model.
 
     Pixel agreement is the share of pixels where a model's class equals the float PyTorch model's,
@@ -64,7 +67,7 @@ def evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inpu
     from ..report.common import console
 
     kwargs = dict(num_images=num_images, ignore_index=ignore_index, reduce_zero_label=reduce_zero_label,
-                  input_size=input_size, threads=threads)
+                  input_size=input_size, skip_out_of_range=skip_out_of_range, threads=threads)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console(stderr=True), transient=True, disable=as_json)
     task = progress.add_task("evaluating", total=None)
@@ -80,7 +83,7 @@ def evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inpu
 
     try:
         if sensitivity:
-            from ..export.offline import quiet_native_output
+            from ..export.native import quiet_native_output
 
             quiet = quiet_native_output() if as_json else contextlib.nullcontext()
             with quiet:  # the quantizers print to stdout; keep --json clean
@@ -90,6 +93,8 @@ def evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inpu
     finally:
         if progress.live.is_started:
             progress.stop()
+    for line in _warnings(rows[0]):
+        click.echo(f"warning: {line}", err=True)
     if as_json:
         echo_json(rows)
         return
@@ -120,6 +125,16 @@ def _sensitivity(checkpoint, data_dir, on_image, show, input_size, **kwargs):
         return sensitivity_report(checkpoint, data_dir, "onnx", input_size=size, calibration=calibration,
                                   out_dir=out_dir, calibration_source="synthetic", progress=show,
                                   on_image=on_image, **kwargs)
+
+
+def _warnings(row: dict) -> list[str]:
+    """What the figures do not show: no agreement column and why, label pixels left out."""
+    lines = [row["reference_note"]] if row.get("reference_note") else []
+    if row.get("out_of_range_pixels"):
+        total = row["out_of_range_pixels"] + row["pixels"]
+        lines.append(f"{row['out_of_range_pixels']} labelled pixels ({row['out_of_range_pixels'] / total:.1%}) had "
+                     "values outside the classes and were left out (--skip-out-of-range-labels)")
+    return lines
 
 
 def _pct(value) -> str:

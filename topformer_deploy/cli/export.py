@@ -50,6 +50,8 @@ def export(variant, target, checkpoint, input_size, precision, calib, calib_coun
     """
     from ..errors import TopformerDeployError
     from ..export import check_export_size, export_model, load_calibration_images
+    from ..export.calibration import calibration_files
+    from ..export.job import output_directory
     from ..model import load_checkpoint, random_live_model
 
     formats = ["onnx", "tflite"] if target == "all" else [target]
@@ -58,6 +60,9 @@ def export(variant, target, checkpoint, input_size, precision, calib, calib_coun
     if checkpoint is None and variant is None:
         raise TopformerDeployError("give --variant (tiny, small, base) or --checkpoint")
     check_export_size(*input_size)
+    if precision == "int8":
+        calibration_files(calib)  # a missing or empty folder is said before the model loads
+    output_directory(out_dir)
 
     with _progress(as_json) as step:
         step("load")
@@ -73,8 +78,7 @@ def export(variant, target, checkpoint, input_size, precision, calib, calib_coun
         if precision == "int8":
             step("calibrate")
             calibration = load_calibration_images(
-                calib, calib_count, input_size,
-                on_skip=lambda path, why: click.echo(f"warning: skipping {path}: {why}", err=True))
+                calib, calib_count, input_size, warn=lambda message: click.echo(f"warning: {message}", err=True))
         int8 = dict(calibration=calibration, calibration_source=calib, keep_float=keep_float,
                     int8_io=int8_io) if precision == "int8" else dict(opset=opset)
         results = [export_model(model, fmt, out_dir, input_size=input_size, precision=precision, output=output,

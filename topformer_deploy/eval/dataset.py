@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import TopformerDeployError
+from ..images import open_image, read_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -40,17 +40,23 @@ def read_dataset(data_dir: str | os.PathLike, num_images: int | None = None
     return pairs, info
 
 
-def load_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 image and 2-D label array; a clear error for unreadable or mismatched files."""
+def load_pair(image_path: Path, label_path: Path, at_least: tuple[int, int] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 image and 2-D label array; a clear error for unreadable, over-large or mismatched files.
+
+    ``at_least``: the models need the image at this size or more, so a much larger one is decoded with
+    reduction (:func:`topformer_deploy.images.read_rgb`); the label always keeps its full size.
+    """
     try:
-        with Image.open(image_path) as im:
-            image = np.asarray(im.convert("RGB"))
-        with Image.open(label_path) as im:
+        with open_image(image_path) as im:
+            image_size = im.size[::-1]
+        with open_image(label_path) as im:
+            if im.size[::-1] != image_size:
+                raise TopformerDeployError(f"{label_path}: size {im.size[::-1]} differs from its image {image_size}")
             label = np.asarray(im)
-    except (OSError, ValueError) as exc:
+        image = read_rgb(image_path, at_least)
+    except (OSError, ValueError) as exc:  # ImageTooLarge is a ValueError
         raise TopformerDeployError(f"cannot read {image_path.name} / {label_path.name}: {exc}") from exc
     if label.ndim != 2:
         raise TopformerDeployError(f"{label_path}: annotations must be single-channel class ids, got {label.shape}")
-    if label.shape != image.shape[:2]:
-        raise TopformerDeployError(f"{label_path}: size {label.shape} differs from its image {image.shape[:2]}")
     return image, label

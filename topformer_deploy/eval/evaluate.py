@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..artifact import MEAN, STD, input_size_of, quantize_array, read_manifest
+from ..artifact import MEAN, STD, input_size_of, quantize_array, read_manifest, sha256_file
 from ..errors import TopformerDeployError
 from ..images import preprocess
 from .dataset import load_pair, read_dataset
@@ -84,7 +84,7 @@ def load_segmenter(path: str | os.PathLike, input_size: tuple[int, int] | None =
     suffix = Path(path).suffix.lower()
     if suffix in (".onnx", ".tflite"):
         return _load_artifact(path, threads)
-    from ..model import check_input_size, load_checkpoint
+    from ..model import check_finite_weights, check_input_size, load_checkpoint
 
     if input_size is not None:
         try:
@@ -92,12 +92,13 @@ def load_segmenter(path: str | os.PathLike, input_size: tuple[int, int] | None =
         except ValueError as exc:
             raise TopformerDeployError(str(exc)) from exc
     model = load_checkpoint(path)
+    check_finite_weights(model, path)
     return Segmenter(path, "pytorch", "fp32", model.num_classes, input_size, None, model)
 
 
 def _load_artifact(path: str, threads: int | None = 1) -> Segmenter:
     """An exported artifact, fed as its manifest says (layout, size, dtype, mean/std)."""
-    from ..export.offline import quiet_native_output
+    from ..export.native import quiet_native_output
     from ..export.verify import ArtifactRunner
 
     manifest = read_manifest(path)
@@ -112,7 +113,7 @@ def _load_artifact(path: str, threads: int | None = 1) -> Segmenter:
     shape = spec["shape"]
     size = input_size_of(manifest)
     try:
-        with quiet_native_output():  # the runtimes print banners (XNNPACK) on the first run
+        with quiet_native_output(f"loading {path}"):  # the runtimes print banners (XNNPACK) on the first run
             runner = ArtifactRunner(path, threads)
             runner.run([np.zeros(shape, spec.get("dtype", "float32"))])
     except Exception as exc:  # onnxruntime / LiteRT raise their own types for a broken file
@@ -134,30 +135,51 @@ def label_convention(info: dict | None, ignore_index: int | None | str = "auto",
     return reduce_zero_label, ignore_index
 
 
-def default_reference(paths: Sequence[str], segmenters: Sequence[Segmenter]) -> str | None:
-    """The float PyTorch model agreement is measured against: the first checkpoint given, else the
-    checkpoint named in the first artifact manifest that points at an existing file."""
+def default_reference(paths: Sequence[str], segmenters: Sequence[Segmenter]) -> tuple[str | None, str | None]:
+    """(the float PyTorch model agreement is measured against, why there is none).
+
+    The first checkpoint given, else the checkpoint an artifact's manifest records - only if the file is
+    there and its sha256 is the recorded one: a file of the same name that is not the export's checkpoint
+    would measure agreement with another model. A relative path (older manifests) is looked up from the
+    current directory, then from the artifact's.
+    """
     for seg in segmenters:
         if seg.format == "pytorch":
-            return seg.path
+            return seg.path, None
+    note = None
     for seg in segmenters:
-        ckpt = (seg.manifest or {}).get("checkpoint")
-        if isinstance(ckpt, dict) and ckpt.get("path") and Path(ckpt["path"]).is_file():
-            return ckpt["path"]
-    return None
+        entry = (seg.manifest or {}).get("checkpoint")
+        if not isinstance(entry, dict) or not entry.get("path"):
+            continue
+        recorded = Path(entry["path"])
+        candidates = [recorded] if recorded.is_absolute() else [recorded, Path(seg.path).parent / recorded]
+        found = [c for c in candidates if c.is_file()]
+        for candidate in found:
+            if sha256_file(candidate) == entry.get("sha256"):
+                return str(candidate), None
+        name = Path(seg.path).name
+        if found:
+            note = note or f"{found[0]} is not the checkpoint {name} was exported from (its sha256 differs)"
+        else:
+            note = note or f"the checkpoint {name} was exported from ({entry['path']}) is not there"
+    return None, note and f"{note}: no agreement column (pass --reference CHECKPOINT)"
 
 
 def evaluate_models(models: Sequence[str], data_dir: str | os.PathLike, *, num_images: int | None = None,
                     ignore_index: int | None | str = "auto", reduce_zero_label: bool | None = None,
                     input_size: tuple[int, int] | None = None, reference: str | None = None,
-                    threads: int | None = 1, on_image: Callable[[int, int], None] | None = None) -> list[dict]:
+                    skip_out_of_range: bool = False, threads: int | None = 1,
+                    on_image: Callable[[int, int], None] | None = None) -> list[dict]:
     """One row per model: mIoU, pixel accuracy, per-class IoU and pixel agreement with the float model.
 
     ``input_size`` applies to checkpoints (artifacts use their manifest's size; default: each image's own
-    size). ``reference`` is the float PyTorch checkpoint for agreement (default :func:`default_reference`);
-    it runs at each model's input size, so agreement isolates conversion/quantization from resizing.
-    ``threads`` is used by PyTorch and the runtimes alike (1 by default: on a busy machine more threads
-    can be several times slower). ``on_image(done, total)`` reports progress.
+    size). ``reference`` is the float PyTorch checkpoint for agreement (default :func:`default_reference`;
+    ``reference_note`` says why there is none); it runs at each model's input size, so agreement isolates
+    conversion/quantization from resizing. A label value that is neither a class of the models nor the
+    ignore index is an error (the convention is probably wrong), unless ``skip_out_of_range``: then such
+    pixels are left out and counted (``out_of_range_pixels``). ``threads`` is used by PyTorch and the
+    runtimes alike (1 by default: on a busy machine more threads can be several times slower).
+    ``on_image(done, total)`` reports progress.
     """
     import torch
 
@@ -166,28 +188,38 @@ def evaluate_models(models: Sequence[str], data_dir: str | os.PathLike, *, num_i
         torch.set_num_threads(threads)
     try:
         return _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, input_size, reference,
-                         threads, on_image)
+                         skip_out_of_range, threads, on_image)
     finally:
         torch.set_num_threads(previous)
 
 
-def _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, input_size, reference, threads,
-              on_image) -> list[dict]:
+def _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, input_size, reference,
+              skip_out_of_range, threads, on_image) -> list[dict]:
     if not models:
         raise TopformerDeployError("give at least one model (checkpoint or exported artifact)")
     pairs, info = read_dataset(data_dir, num_images)
     reduce, ignore = label_convention(info, ignore_index, reduce_zero_label)
     segmenters = [load_segmenter(m, input_size, threads) for m in models]
-    reference = reference or default_reference(models, segmenters)
+    note = None
+    if not reference:
+        reference, note = default_reference(models, segmenters)
     ref = load_segmenter(reference, None, threads) if reference else None
     _check_classes(segmenters, info, reduce)
+    classes = min(s.num_classes for s in segmenters)
+    needed = _needed_size(segmenters)
     confusions = [np.zeros((s.num_classes, s.num_classes), np.int64) for s in segmenters]
     agree = np.zeros(len(segmenters), np.int64)
     seconds = np.zeros(len(segmenters))
-    total_pixels = 0
+    total_pixels = out_of_range = 0
     for done, (image_path, label_path) in enumerate(pairs, 1):
-        image, raw_label = load_pair(image_path, label_path)
+        image, raw_label = load_pair(image_path, label_path, needed)
         label = prepare_labels(raw_label, reduce, ignore)
+        bad = label >= classes
+        if bad.any():
+            if not skip_out_of_range:
+                raise TopformerDeployError(_out_of_range_message(label_path, raw_label[bad], classes, reduce, ignore))
+            out_of_range += int(bad.sum())
+            label = np.where(bad, -1, label)
         size = raw_label.shape
         ref_preds: dict = {}
         for i, seg in enumerate(segmenters):
@@ -204,6 +236,9 @@ def _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inp
         total_pixels += raw_label.size
         if on_image:
             on_image(done, len(pairs))
+    if not confusions[0].sum():
+        raise TopformerDeployError(f"{data_dir}: no pixel to score: every label value is the ignore index "
+                                   f"{ignore}{' (after reduce_zero_label)' if reduce else ''} or out of range")
     rows = []
     for i, seg in enumerate(segmenters):
         result = scores(confusions[i])
@@ -213,11 +248,29 @@ def _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inp
                      "output": (seg.manifest or {}).get("output", {}).get("semantics", "logits"),
                      "images": len(pairs), "miou": result["miou"], "pixel_accuracy": result["pixel_accuracy"],
                      "agreement": float(agree[i] / total_pixels) if ref is not None else None,
-                     "reference": reference, "per_class_iou": result["per_class_iou"],
+                     "reference": reference, "reference_note": note, "per_class_iou": result["per_class_iou"],
                      "classes": (info or {}).get("classes") if not reduce else None,
                      "ms_per_image": 1000 * seconds[i] / len(pairs), "threads": threads,
-                     "reduce_zero_label": reduce, "ignore_index": ignore})
+                     "reduce_zero_label": reduce, "ignore_index": ignore, "pixels": result["pixels"],
+                     "out_of_range_pixels": out_of_range})
     return rows
+
+
+def _needed_size(segmenters: Sequence[Segmenter]) -> tuple[int, int] | None:
+    """The largest input size the models run at (the reference runs at theirs): images can be decoded down
+    to it; None when one runs at each image's own size."""
+    sizes = [s.input_size for s in segmenters]
+    if any(size is None for size in sizes):
+        return None
+    return max(h for h, _ in sizes), max(w for _, w in sizes)
+
+
+def _out_of_range_message(label_path: Path, values: np.ndarray, classes: int, reduce: bool, ignore) -> str:
+    found = ", ".join(str(v) for v in np.unique(values)[:5]) + (", ..." if len(np.unique(values)) > 5 else "")
+    return (f"{label_path}: {values.size} pixels have label values outside the models' {classes} classes "
+            f"(0..{classes - 1}) that are not the ignore index (raw values {found}; reduce_zero_label={reduce}, "
+            f"ignore_index={ignore}): check --reduce-zero-label / --ignore-index, or pass "
+            "--skip-out-of-range-labels to leave them out (counted)")
 
 
 def _check_classes(segmenters: Sequence[Segmenter], info: dict | None, reduce: bool) -> None:

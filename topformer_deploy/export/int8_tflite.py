@@ -13,6 +13,7 @@ from torch import nn
 
 from ..model.stages import STAGE_MODULES
 from .int8_common import as_tuple, check_keep_float
+from .tflite import save_edge_model
 from .verify import ArtifactRunner
 
 #: TFLite tensor names carry the module path as ``<Class>_<attribute>``; ai-edge-quantizer matches these.
@@ -121,7 +122,7 @@ def quantize_tflite_pt2e(module: nn.Module, out_path: str | os.PathLike, calibra
                                                   outputs=[i for i, y in enumerate(outputs) if y.ndim == 4])
         example = tuple(x.permute(0, 2, 3, 1).contiguous() if x.ndim == 4 else x for x in example)
         edge = litert_torch.convert(wrapped, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
-        edge.export(str(out_path))
+    save_edge_model(edge, out_path)
     if not int8_io:
         tflite_float_io(out_path)
     return {"route": "pt2e", "per_channel": True, "activation_dtype": "int8", "weight_dtype": "int8",

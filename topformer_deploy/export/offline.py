@@ -43,32 +43,3 @@ def offline():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-@contextlib.contextmanager
-def quiet_native_output():
-    """Send fds 1 and 2 and ``sys.stdout``/``sys.stderr`` to /dev/null: converter banners, absl logs, tqdm.
-
-    Keeps ``--json`` output clean; Python exceptions are unaffected and reported by the caller.
-    """
-    import sys
-
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            yield  # Python-level prints and progress bars too
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)

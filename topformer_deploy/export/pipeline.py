@@ -13,9 +13,9 @@ from torch import nn
 
 from ..artifact import artifact_name
 from ..errors import TopformerDeployError
-from .job import (ExportResult, VerificationError, check_arguments, convert, describe_full_model, run_export_job,
-                  verification_inputs)
-from .prepare import check_export_size, export_modules, fold_for_export
+from .job import (ExportResult, VerificationError, check_arguments, checked_modules, convert, describe_full_model,
+                  run_export_job, verification_inputs)
+from .prepare import check_export_size
 
 
 def export_model(model: nn.Module, fmt: str, out_dir: str | os.PathLike, *, input_size=(512, 512),
@@ -44,7 +44,7 @@ def export_model(model: nn.Module, fmt: str, out_dir: str | os.PathLike, *, inpu
     check_arguments(fmt, precision, output, weights, checkpoint)
     check_export_size(*input_size)
     step("fold")
-    module, reference = export_modules(fold_for_export(model), fmt, output, input_size)
+    module, reference = checked_modules(model, fmt, output, input_size, checkpoint)
     example = torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0))
     target = Path(out_dir) / artifact_name(model.variant, input_size, precision, output, fmt)
 
@@ -52,12 +52,12 @@ def export_model(model: nn.Module, fmt: str, out_dir: str | os.PathLike, *, inpu
         convert(module, (example,), staged, fmt, precision, output, opset)
 
     def check(staged: Path, info: dict) -> dict:
-        from .verify import verify_artifact
+        from .verify import failure_message, nonfinite, verify_artifact
 
         figures = verify_artifact(staged, reference, verification_inputs(input_size), precision)
         # Random weights give near-tied class logits, so fp16's argmax agreement measures the weights,
-        # not the converter: recorded, not enforced (as for int8). fp32 is always enforced.
-        figures["enforced"] = precision == "fp32" or weights == "checkpoint"
+        # not the converter: recorded, not enforced (as for int8). fp32, and finite outputs, always are.
+        figures["enforced"] = precision == "fp32" or weights == "checkpoint" or nonfinite(figures)
         if figures["enforced"] and not figures["passed"]:
             raise VerificationError(failure_message(figures, precision))
         return figures
@@ -70,15 +70,6 @@ def export_model(model: nn.Module, fmt: str, out_dir: str | os.PathLike, *, inpu
         return manifest
 
     return run_export_job(target, make, describe, verify=check if verify else None, progress=step)
-
-
-def failure_message(figures: dict, precision: str) -> str:
-    parts = [f"{key} {figures[key]:.3g}" for key in ("max_abs_error", "rel_l2_error", "argmax_agreement")
-             if figures.get(key) is not None]
-    limits = ", ".join(f"{k} {'<=' if k == 'rel_l2_error' else '>='} {v}"
-                       for k, v in figures["thresholds"].items() if v is not None)
-    return (f"verification failed ({precision}): {', '.join(parts)} (needs {limits}); "
-            "no artifact was written")
 
 
 def _default_opset() -> int:

@@ -33,10 +33,11 @@ from ..artifact import artifact_name, dequantize_array, quantize_array
 from .int8_common import QuantizationError, check_keep_float
 from .int8_onnx import onnx_int8_io, onnx_io_params, quantize_onnx
 from .int8_tflite import quantize_tflite_aeq, quantize_tflite_pt2e, tflite_io_quantization
-from .job import (ExportResult, VerificationError, check_arguments, convert, describe_full_model, run_export_job,
-                  verification_inputs)
-from .prepare import check_export_size, export_modules, fold_for_export
-from .verify import ArtifactRunner, compare, from_artifact_layout, to_artifact_layout
+from .job import (ExportResult, VerificationError, check_arguments, checked_modules, convert, describe_full_model,
+                  run_export_job, verification_inputs)
+from .prepare import check_export_size
+from .verify import (ArtifactRunner, compare, failure_message, from_artifact_layout, nonfinite, passes,
+                     to_artifact_layout)
 
 ROUTES = ("pt2e", "aeq")
 #: Chosen by benchmarks/int8_routes.py (measured reason in the module docstring).
@@ -71,7 +72,7 @@ def export_int8(model: nn.Module, fmt: str, out_dir: str | os.PathLike, *, input
     _check_calibration_shape(calibration, input_size)
 
     step("fold")
-    module, reference = export_modules(fold_for_export(model), fmt, output, input_size)
+    module, reference = checked_modules(model, fmt, output, input_size, checkpoint)
     target = Path(out_dir) / artifact_name(model.variant, input_size, "int8", output, fmt, keep_float)
     calib_tick = _calibration_progress(step)
     example = (torch.from_numpy(calibration[0]),)
@@ -100,11 +101,9 @@ def export_int8(model: nn.Module, fmt: str, out_dir: str | os.PathLike, *, input
     def check(staged: Path, info: dict) -> dict:
         figures = verify_int8(staged, reference, verification_inputs(input_size), min_agreement,
                               info.get("io_quantization"))
-        figures["enforced"] = weights == "checkpoint"
+        figures["enforced"] = weights == "checkpoint" or nonfinite(figures)
         if figures["enforced"] and not figures["passed"]:
-            raise VerificationError(
-                f"int8 verification failed: argmax agreement {figures['argmax_agreement']:.4f} with the "
-                f"float model (needs >= {min_agreement}); no artifact was written")
+            raise VerificationError(failure_message(figures, "int8"))
         return figures
 
     def describe(staged: Path, info: dict, verification: dict | None) -> dict:
@@ -146,8 +145,7 @@ def verify_int8(path: str | os.PathLike, reference: nn.Module, inputs_nchw: Sequ
             actuals.append(from_artifact_layout(out, nhwc))
     figures = compare(references, actuals)
     figures["thresholds"] = {"argmax_agreement": min_agreement}
-    agreement = figures["argmax_agreement"]
-    figures["passed"] = agreement is None or agreement >= min_agreement
+    figures["passed"] = passes(figures, figures["thresholds"])
     return figures
 
 

@@ -48,10 +48,20 @@ def convert_tflite(module: nn.Module, example_inputs: tuple, path: str | os.Path
 
             quant_config = full_fp16_recipe()
         edge_model = litert_torch.convert(module, example_inputs, quant_config=quant_config)
-        edge_model.export(str(path))
+        save_edge_model(edge_model, path)
     if precision == "fp16":
         add_metadata(path, *FP16_HINT)
     return path
+
+
+def save_edge_model(edge_model, path: str | os.PathLike) -> None:
+    """Write a converted LiteRT model with a plain Python write of its flatbuffer bytes.
+
+    ``edge_model.export(path)`` writes from native code, which on a full disk aborts the whole process
+    (``LLVM ERROR: IO failure on output stream: No space left on device``: no Python cleanup runs); the
+    bytes are serialized in memory here, so a full disk is an OSError the export job reports.
+    """
+    Path(path).write_bytes(edge_model.model_content())
 
 
 def read_model(path: str | os.PathLike):

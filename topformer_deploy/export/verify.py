@@ -91,9 +91,12 @@ def from_artifact_layout(array: np.ndarray, nhwc: bool) -> np.ndarray:
 def compare(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict:
     """Error figures over many output pairs (NCHW): max abs, relative L2 and argmax agreement over channels.
 
-    Integer outputs (class maps) are compared by agreement only.
+    Integer outputs (class maps) are compared by agreement only. Written so that a NaN never compares as
+    good: ``nonfinite_reference`` / ``nonfinite_artifact`` count the NaN/Inf values on each side, the error
+    figures propagate them (NaN, never a skipped None), and a pixel agrees only if both its class-score
+    vectors are finite.
     """
-    max_abs, err2, ref2, agree, pixels = 0.0, 0.0, 0.0, 0, 0
+    max_abs, err2, ref2, agree, pixels, bad_ref, bad_out, floats = 0.0, 0.0, 0.0, 0, 0, 0, 0, False
     for ref, out in zip(reference, actual):
         if ref.shape != out.shape:
             raise ValueError(f"output shape {out.shape} differs from the reference {ref.shape}")
@@ -101,18 +104,30 @@ def compare(reference: list[np.ndarray], actual: list[np.ndarray]) -> dict:
             agree += int((ref == out).sum())
             pixels += ref.size
             continue
+        floats = True
         ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
-        max_abs = max(max_abs, float(np.abs(ref64 - out64).max()))
-        err2 += float(((ref64 - out64) ** 2).sum())
-        ref2 += float((ref64 ** 2).sum())
+        bad_ref += int(ref.size - np.isfinite(ref64).sum())
+        bad_out += int(out.size - np.isfinite(out64).sum())
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = ref64 - out64
+            max_abs = float(np.maximum(max_abs, np.abs(diff).max()))  # np.maximum keeps a NaN; max() drops it
+            err2 += float((diff ** 2).sum())
+            ref2 += float((ref64 ** 2).sum())
         if ref.ndim == 4:
-            agree += int((ref.argmax(1) == out.argmax(1)).sum())
+            finite = np.isfinite(ref64).all(1) & np.isfinite(out64).all(1)
+            agree += int(((ref.argmax(1) == out.argmax(1)) & finite).sum())
             pixels += ref[:, 0].size
-    floats = ref2 > 0 or max_abs > 0
+    rel_l2 = None
+    if floats:
+        if not np.isfinite(err2 + ref2):
+            rel_l2 = float("nan")
+        else:
+            rel_l2 = (err2 / ref2) ** 0.5 if ref2 > 0 else (0.0 if err2 == 0 else float("inf"))
     return {
         "max_abs_error": max_abs if floats else None,
-        "rel_l2_error": (err2 ** 0.5) / max(ref2 ** 0.5, 1e-30) if floats else None,
+        "rel_l2_error": rel_l2,
         "argmax_agreement": agree / pixels if pixels else None,
+        "nonfinite_reference": bad_ref, "nonfinite_artifact": bad_out,
         "inputs": len(reference),
     }
 
@@ -141,14 +156,45 @@ def verify_artifact(path: str | os.PathLike, reference_module: nn.Module, inputs
     figures = compare(references, actuals)
     figures["inputs"] = len(inputs_nchw)
     figures["thresholds"] = THRESHOLDS[precision]
-    figures["passed"] = passes(figures, precision)
+    figures["passed"] = passes(figures, figures["thresholds"])
     return figures
 
 
-def passes(figures: dict, precision: str) -> bool:
-    limits = THRESHOLDS[precision]
-    if limits["rel_l2_error"] is not None and figures["rel_l2_error"] is not None \
-            and not figures["rel_l2_error"] <= limits["rel_l2_error"]:
+def passes(figures: dict, thresholds: dict) -> bool:
+    """True only if every value is finite and every thresholded figure was measured and is within its limit.
+
+    ``thresholds``: ``{figure: limit or None}``; ``*_error`` figures are upper limits, the others lower.
+    Each test is written ``value <= limit`` / ``value >= limit``, which is False for NaN.
+    """
+    if nonfinite(figures):
         return False
-    agreement = figures["argmax_agreement"]
-    return agreement is None or agreement >= limits["argmax_agreement"]
+    checked = 0
+    for key, limit in thresholds.items():
+        value = figures.get(key)
+        if limit is None or value is None:
+            continue
+        if not (value <= limit if key.endswith("_error") else value >= limit):
+            return False
+        checked += 1
+    return checked > 0
+
+
+def nonfinite(figures: dict) -> bool:
+    """Whether either side of a comparison produced NaN or Inf."""
+    return bool(figures.get("nonfinite_reference") or figures.get("nonfinite_artifact"))
+
+
+def failure_message(figures: dict, precision: str) -> str:
+    """One line saying why ``figures`` failed: non-finite outputs first, else the figures against the limits."""
+    if figures.get("nonfinite_reference"):
+        reason = (f"PyTorch's own outputs hold {figures['nonfinite_reference']} NaN/Inf values "
+                  "(the weights overflow float32 on these inputs)")
+    elif figures.get("nonfinite_artifact"):
+        reason = f"the artifact's outputs hold {figures['nonfinite_artifact']} NaN/Inf values"
+    else:
+        parts = [f"{key} {figures[key]:.3g}" for key in ("max_abs_error", "rel_l2_error", "argmax_agreement")
+                 if figures.get(key) is not None]
+        limits = ", ".join(f"{k} {'<=' if k.endswith('_error') else '>='} {v}"
+                           for k, v in figures["thresholds"].items() if v is not None)
+        reason = f"{', '.join(parts) or 'nothing measured'} (needs {limits})"
+    return f"verification failed ({precision}): {reason}; no artifact was written"

@@ -9,5 +9,6 @@ __getattr__, __dir__, __all__ = lazy_names(__name__, {
     "TopFormerBackbone": ".topformer", "build_model": ".topformer", "check_input_size": ".topformer",
     "load_checkpoint": ".checkpoint", "read_state_dict": ".checkpoint", "infer_variant": ".checkpoint",
     "infer_num_classes": ".checkpoint", "fold_batchnorm": ".fold", "random_live_model": ".weights",
+    "check_finite_weights": ".weights",
     "model_complexity": ".complexity", "STAGES": ".stages", "ALL_STAGES": ".stages",
 })

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 
@@ -23,12 +25,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"refusing to load {path}: it is not a plain weights file "
-                              f"(torch.load weights_only=True refused it: {first})") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        # torch's message advises weights_only=False, i.e. running the file's code: never passed on
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise CheckpointError(f"refusing to load {path}: besides tensors it holds Python objects "
+                                  f"({found.group(1)}), which could run code; only plain weights files (tensors in "
+                                  "dicts) are loaded") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: file is corrupt or not a PyTorch checkpoint "
+                              "(no torch.save weights in it)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: file is corrupt or not a PyTorch "
                               f"checkpoint ({type(exc).__name__})") from exc
     return normalise_state_dict(obj, path)
@@ -85,6 +94,21 @@ def infer_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
+def closest_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The variant with most tensors of the right shape in ``state_dict``, among those whose keys it
+    (nearly: 90%) has; None when it has no variant's keys."""
+    best, best_score = None, -1
+    for variant in VARIANTS:
+        expected = _shapes(variant, 1)
+        present = [k for k in expected if k in state_dict]
+        if len(present) < 0.9 * len(expected):
+            continue
+        score = sum(tuple(state_dict[k].shape) == expected[k] for k in present)
+        if score > best_score:
+            best, best_score = variant, score
+    return best
+
+
 def infer_num_classes(state_dict: Mapping[str, torch.Tensor]) -> int | None:
     weight = state_dict.get(_CLASSIFIER)
     return int(weight.shape[0]) if weight is not None else None
@@ -100,10 +124,10 @@ def load_checkpoint(path: str | os.PathLike, variant: str = "auto", num_classes:
     state_dict = read_state_dict(path)
     fitting = infer_variant(state_dict)
     if variant == "auto":
-        if fitting is None:
+        variant = fitting or closest_variant(state_dict)  # the closest: its mismatches are named below
+        if variant is None:
             raise CheckpointError(f"{path}: does not match any TopFormer variant "
                                   f"(keys: {_first(sorted(state_dict))})")
-        variant = fitting
     if num_classes is None:
         num_classes = infer_num_classes(state_dict) or 150
     try:
@@ -116,7 +140,8 @@ def load_checkpoint(path: str | os.PathLike, variant: str = "auto", num_classes:
     conflicts = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
                  for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
     if missing or unexpected or conflicts:
-        parts = [f"{path} does not fit TopFormer-{variant} with {num_classes} classes"]
+        closest = " (no variant fits; this is the closest)" if fitting is None and variant in VARIANTS else ""
+        parts = [f"{path} does not fit TopFormer-{variant} with {num_classes} classes{closest}"]
         if conflicts:
             parts.append(f"{len(conflicts)} shape conflicts ({_first(conflicts, 3)})")
         if missing:

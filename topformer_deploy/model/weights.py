@@ -1,4 +1,5 @@
-"""Random weights that keep every branch of TopFormer live (for latency work without a checkpoint).
+"""Weights: random ones that keep every branch of TopFormer live (for latency work without a checkpoint),
+and the check that a model's weights are finite.
 
 The official initialisation sets some BatchNorm weights to zero (e.g. the attention's output projection),
 so whole branches are constant and a converter folds them away: the "latency" would be that of a
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from .topformer import TopFormer, build_model
 from .blocks import Attention
 
@@ -60,3 +62,18 @@ def _temper_attention(attention: Attention) -> None:
 def random_live_model(variant: str, num_classes: int = 150, seed: int = 0) -> TopFormer:
     """A TopFormer of ``variant`` with seeded random weights where every branch (attention included) is live."""
     return randomize_live(build_model(variant, num_classes), seed)
+
+
+def check_finite_weights(model: nn.Module, source: str = "the model") -> None:
+    """Raise CheckpointError naming the parameters/buffers of ``model`` that hold NaN or Inf.
+
+    A single NaN weight makes every output NaN; nothing downstream (conversion, verification, scores) is
+    meaningful then, so exports and evaluations refuse such a model up front.
+    """
+    bad = [(name, int((~torch.isfinite(t)).sum())) for name, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        names = ", ".join(f"{name} ({count} values)" for name, count in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(f"{source}: the weights are not finite: {len(bad)} tensor(s) hold NaN/Inf "
+                              f"({names}{more}); every output would be NaN")
