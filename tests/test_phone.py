@@ -89,7 +89,8 @@ def fixture_phone(tmp_path, env, name, device_outputs) -> dict:
         folder = root / "sys" / "devices" / "system" / "cpu" / f"cpu{cpu}"
         (folder / "cpufreq").mkdir(parents=True)
         (folder / "online").write_text("1\n")
-        for file, value in (("cpuinfo_max_freq", khz), ("scaling_cur_freq", khz // 2), ("scaling_governor", "schedutil")):
+        for file, value in (("cpuinfo_max_freq", khz), ("scaling_cur_freq", khz // 2),
+                            ("scaling_governor", "schedutil")):
             (folder / "cpufreq" / file).write_text(f"{value}\n")
     env.update(FAKE_ADB_ROOT=str(root), FAKE_ADB_THERMALSERVICE=str(device_outputs / spec["thermal"]),
                FAKE_ADB_PROPS=json.dumps(spec["props"]))
@@ -197,7 +198,8 @@ def test_devices_reports_a_fixture_phone(name, phone, tmp_path, device_outputs):
     ("wrong-abi", rf"is built for {OTHER_ABI}, but adb:{SERIAL} is {HOST_ABI}"),
     ("glibc", r"is linked for Linux \(/lib/ld-linux.so.2\), but adb:emulator-5554 runs Android"),
     ("script", "is not an ELF executable"),
-    ("missing", rf"no usable python3 .*; no benchmark_model for android-{HOST_ABI} is known: .*--benchmark-binary PATH"),
+    ("missing", rf"no usable python3 .*; no benchmark_model for android-{HOST_ABI} is known: .*"
+                r"--benchmark-binary PATH"),
     ("litert-2025-06", "LiteRT's CompiledModel benchmark_model built before 2025-10.*thread count cannot be set"),
 ])
 def test_a_binary_that_cannot_serve_is_one_line_and_leaves_nothing(case, pattern, phone, tmp_path, stand_in):
@@ -207,7 +209,8 @@ def test_a_binary_that_cannot_serve_is_one_line_and_leaves_nothing(case, pattern
               "glibc": lambda: fake_elf(tmp_path / "bm", *HOST_ELF, "/lib/ld-linux.so.2"),
               "script": lambda: STAND_IN, "missing": lambda: None,
               "litert-2025-06": lambda: stand_in("litert-2025-06")}[case]()
-    args = ["--model", str(model), "--device", f"adb:{SERIAL}"] + (["--benchmark-binary", str(binary)] if binary else [])
+    args = ["--model", str(model), "--device", f"adb:{SERIAL}"]
+    args += ["--benchmark-binary", str(binary)] if binary else []
     one_line_error(run_cli("bench", args, phone), 2, pattern)
     assert left_on_device(phone) == []
     pushed = [call[-1] for call in adb_calls(phone) if call[2:3] == ["push"]]
@@ -228,7 +231,8 @@ def test_onnx_on_a_phone_without_python_says_what_it_needs(phone, tmp_path):
 def test_a_binary_given_once_is_remembered_and_runs_real_numbers(phone, tmp_path, artifacts, stand_in):
     out = tmp_path / "first.json"
     proc = run_cli("bench", ["--model", str(artifacts["tflite"]), "--device", "adb", "--benchmark-binary",
-                             str(stand_in()), "--runs", "20", "--warmup", "2", "--repeat", "2", "--json", str(out)], phone)
+                             str(stand_in()), "--runs", "20", "--warmup", "2", "--repeat", "2", "--json", str(out)],
+                   phone)
     assert proc.returncode == 0, proc.stderr
     doc = load_result(out)
     tool = doc["runner"]["benchmark_model"]["tool"]
@@ -276,7 +280,7 @@ def test_litert_tool_with_threads_and_its_profiler(phone, tmp_path, artifacts, s
 def test_the_literal_command_measures_tiny_512_and_reuses_its_export(phone, tmp_path, stand_in, monkeypatch):
     """`topformer-deploy bench --device adb:SERIAL`, nothing else, once the binary is known (here: remembered)."""
     monkeypatch.setenv("XDG_CACHE_HOME", phone["XDG_CACHE_HOME"])
-    remember(BenchmarkBinary(stand_in(), "option", Target(HOST_ABI, "android")), {"flavor": "tflite"})  # as a 1st run does
+    remember(BenchmarkBinary(stand_in(), "option", Target(HOST_ABI, "android")), {"flavor": "tflite"})  # as a run does
     phone_cache = Path(phone["XDG_CACHE_HOME"])
     proc = run_cli("bench", ["--device", f"adb:{SERIAL}"], phone, timeout=1200)
     assert proc.returncode == 0, proc.stderr

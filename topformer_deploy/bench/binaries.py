@@ -30,15 +30,18 @@ ELF_MACHINES = {183: "aarch64", 40: "arm", 62: "x86-64", 3: "i386", 243: "riscv"
 #: The official prebuilt binaries (nightly builds) of the two tools, per Android ABI
 TFLITE_TOOL_PAGE = "https://ai.google.dev/edge/litert/models/measurement"
 LITERT_TOOL_PAGE = "https://ai.google.dev/edge/litert/next/benchmark"
-TFLITE_NIGHTLY = "https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/nightly/latest/"
+TFLITE_NIGHTLY = ("https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/"
+                  "nightly/latest/")
 LITERT_LATEST = "https://storage.googleapis.com/litert/binaries/latest/"
 OFFICIAL_FILES = {
     ("android", "arm64-v8a"): (TFLITE_NIGHTLY + "android_aarch64_benchmark_model",
                                LITERT_LATEST + "android_arm64/benchmark_model"),
     ("android", "armeabi-v7a"): (TFLITE_NIGHTLY + "android_arm_benchmark_model", None),
-    ("linux", "arm64-v8a"): (TFLITE_NIGHTLY + "linux_aarch64_benchmark_model", LITERT_LATEST + "linux_arm64/benchmark_model"),
+    ("linux", "arm64-v8a"): (TFLITE_NIGHTLY + "linux_aarch64_benchmark_model",
+                             LITERT_LATEST + "linux_arm64/benchmark_model"),
     ("linux", "armeabi-v7a"): (TFLITE_NIGHTLY + "linux_arm_benchmark_model", None),
-    ("linux", "x86_64"): (TFLITE_NIGHTLY + "linux_x86-64_benchmark_model", LITERT_LATEST + "linux_x86_64/benchmark_model"),
+    ("linux", "x86_64"): (TFLITE_NIGHTLY + "linux_x86-64_benchmark_model",
+                          LITERT_LATEST + "linux_x86_64/benchmark_model"),
 }
 PATH_NAMES = ("benchmark_model", "android_aarch64_benchmark_model", "android_arm_benchmark_model",
               "linux_aarch64_benchmark_model", "linux_arm_benchmark_model", "linux_x86-64_benchmark_model")

@@ -397,12 +397,13 @@ def core_clusters(cpus: list[dict]) -> list[dict]:
     ``[{"cpus": [0, 1, 2, 3], "name": "Cortex-A55", "max_khz": 1803000}, ...]``."""
     groups: dict[tuple, list[dict]] = {}
     for cpu in cpus:
-        groups.setdefault((cpu.get("max_khz") or 0, "" if cpu.get("max_khz") else cpu.get("name") or ""), []).append(cpu)
+        key = (cpu.get("max_khz") or 0, "" if cpu.get("max_khz") else cpu.get("name") or "")
+        groups.setdefault(key, []).append(cpu)
     clusters = []
     for (max_khz, _), members in sorted(groups.items()):
         names = [c.get("name") for c in members if c.get("name")]
-        clusters.append({"cpus": [c["cpu"] for c in members], "name": max(set(names), key=names.count) if names else None,
-                         "max_khz": max_khz or None})
+        clusters.append({"cpus": [c["cpu"] for c in members],
+                         "name": max(set(names), key=names.count) if names else None, "max_khz": max_khz or None})
     return clusters
 
 

@@ -34,7 +34,8 @@ class EngineChoice:
 
 
 def probe_python(transport: Transport, python: str, timeout: float = 60) -> dict:
-    """``{"python", "version", "numpy", "runtimes": [...], "error"}`` for ``python`` on the device (nothing imported)."""
+    """``{"python", "version", "numpy", "runtimes": [...], "error"}`` for ``python`` on the device (nothing is
+    imported: find_spec only)."""
     entry = {"python": python, "version": None, "numpy": False, "runtimes": [], "error": None}
     result = transport.run([python, "-c", _PROBE], timeout=timeout, check=False)
     doc = next((json.loads(ln) for ln in reversed(result.stdout.splitlines()) if ln.startswith("{")), None)

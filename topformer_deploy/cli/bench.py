@@ -107,8 +107,8 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     to_stdout = json_out == "-"
     err = console(stderr=True)
     if breakdown:
-        _breakdown(model or "tiny", compare or baseline or save_baseline, fmt, input_size, device, engine, threads, warmup,
-                   runs, cores, allow_hot, benchmark_binary, adb_path, ssh_config, python, json_out, err)
+        _breakdown(model or "tiny", compare or baseline or save_baseline, fmt, input_size, device, engine, threads,
+                   warmup, runs, cores, allow_hot, benchmark_binary, adb_path, ssh_config, python, json_out, err)
         return
     options = BenchOptions(threads=threads, warmup=warmup, runs=runs, cores=cores, cooldown=cooldown,
                            repeat=repeat, max_temp=max_temp, allow_hot=allow_hot, engine=engine,

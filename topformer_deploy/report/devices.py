@@ -8,8 +8,8 @@ from .common import fmt
 
 def clusters_text(clusters: list[dict]) -> str:
     """``4x Cortex-A55 @ 1.80 GHz + 2x Cortex-A76 @ 2.25 GHz`` (slowest first)."""
-    parts = [f"{len(c['cpus'])}x {c.get('name') or '?'}" + (f" @ {c['max_khz'] / 1e6:.2f} GHz" if c.get("max_khz") else "")
-             for c in clusters]
+    parts = [f"{len(c['cpus'])}x {c.get('name') or '?'}"
+             + (f" @ {c['max_khz'] / 1e6:.2f} GHz" if c.get("max_khz") else "") for c in clusters]
     return " + ".join(parts) or "-"
 
 
