@@ -51,3 +51,48 @@ def device_outputs() -> Path:
 def tiny_checkpoint() -> Path:
     """An official-layout TopFormer-Tiny checkpoint (ADE20K, 150 classes, random weights)."""
     return OFFICIAL / "official_topformer_tiny_seed1.pth"
+
+
+class LazyArtifacts(dict):
+    """A small TFLite and ONNX TopFormer-Tiny (64x64, 8 classes) with manifests, each exported on first use
+    (so a test that only needs ONNX never pays for a TFLite conversion)."""
+
+    def __init__(self, out: Path):
+        super().__init__()
+        self.out = out
+
+    def __missing__(self, fmt: str) -> Path:
+        from topformer_deploy.export import export_model
+        from topformer_deploy.model import random_live_model
+
+        path = self.out / f"topformer_tiny_64x64_fp32_logits.{fmt}"
+        if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
+            model = random_live_model("tiny", num_classes=8)
+            path = Path(export_model(model, fmt, self.out, input_size=(64, 64), verify=False, weights="random").path)
+        self[fmt] = path
+        return path
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> LazyArtifacts:
+    # TOPFORMER_DEPLOY_TEST_ARTIFACTS=DIR keeps them between local runs (a TFLite conversion takes ~20 s)
+    keep = os.environ.get("TOPFORMER_DEPLOY_TEST_ARTIFACTS")
+    return LazyArtifacts(Path(keep) if keep else tmp_path_factory.mktemp("artifacts"))
+
+
+@pytest.fixture(scope="session")
+def stand_in(tmp_path_factory):
+    """``stand_in(tool)``: the benchmark_model stand-in as a static ELF of this machine, playing ``tool`` (tflite,
+    litert, litert-2025-06); skipped (failed under CI=true) without a C compiler and a static libc."""
+    from fakes.binaries import build_stand_in
+
+    built = {}
+
+    def make(tool: str = "tflite") -> Path:
+        if tool not in built:
+            built[tool] = build_stand_in(tmp_path_factory.mktemp(f"stand-in-{tool}"), tool)
+        if built[tool] is None:
+            unavailable("no C compiler with a static libc to build the stand-in's ELF wrapper")
+        return built[tool]
+
+    return make

@@ -25,7 +25,8 @@ LAYERS = [
     {"cli", "testing", "__init__", "__main__"},
 ]
 TORCH_FREE = ["topformer_deploy", "topformer_deploy.artifact", "topformer_deploy.model.stages",
-              "topformer_deploy.bench.harness", "topformer_deploy.bench.conditions", "topformer_deploy.gate.compare",
+              "topformer_deploy.bench.harness", "topformer_deploy.bench.conditions", "topformer_deploy.bench.readiness",
+              "topformer_deploy.gate.compare",
               "topformer_deploy.report.gate", "topformer_deploy.report.bench", "topformer_deploy.cli"]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -18,39 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clitools import one_line_error, run_cli
 from sshd import free_port, start_sshd
+from topformer_deploy.artifact import sha256_file
 from topformer_deploy.bench.lock import device_lock
 from topformer_deploy.bench.result import load_result
 
 FAKE_ADB = Path(__file__).parent / "fakes" / "adb"
 RUNS = 3
-
-
-class LazyArtifacts(dict):
-    """A small TFLite and ONNX TopFormer-Tiny (64x64, 8 classes) with manifests, each exported on first use
-    (so a test that only needs ONNX never pays for a TFLite conversion)."""
-
-    def __init__(self, out: Path):
-        super().__init__()
-        self.out = out
-
-    def __missing__(self, fmt: str) -> Path:
-        from topformer_deploy.export import export_model
-        from topformer_deploy.model import random_live_model
-
-        path = self.out / f"topformer_tiny_64x64_fp32_logits.{fmt}"
-        if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
-            model = random_live_model("tiny", num_classes=8)
-            path = Path(export_model(model, fmt, self.out, input_size=(64, 64), verify=False, weights="random").path)
-        self[fmt] = path
-        return path
-
-
-@pytest.fixture(scope="session")
-def artifacts(tmp_path_factory) -> LazyArtifacts:
-    # TOPFORMER_DEPLOY_TEST_ARTIFACTS=DIR keeps them between local runs (a TFLite conversion takes ~20 s)
-    keep = os.environ.get("TOPFORMER_DEPLOY_TEST_ARTIFACTS")
-    return LazyArtifacts(Path(keep) if keep else tmp_path_factory.mktemp("artifacts"))
 
 
 @pytest.fixture(scope="session")
@@ -93,17 +67,7 @@ def leftovers(env) -> list[str]:
 
 
 def cli(args, env, timeout=300, **kwargs):
-    return subprocess.run([sys.executable, "-m", "topformer_deploy", "bench", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, **kwargs)
-
-
-def one_line_error(proc, code: int, pattern: str) -> str:
-    assert proc.returncode == code, proc.stderr + proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert re.search(pattern, lines[0]), lines[0]
-    return lines[0]
+    return run_cli("bench", args, env, timeout, **kwargs)
 
 
 def device_spec(kind: str, sshd) -> str:
@@ -267,40 +231,9 @@ def test_onnx_profile_is_pulled(artifacts, env, tmp_path):
     assert any(e.get("cat") == "Node" for e in events)
 
 
-@pytest.mark.slow
-def test_benchmark_model_engine_with_a_stand_in_binary(artifacts, env, tmp_path, device_outputs):
-    """The engine's push/chmod/run/parse path, with a script printing a real benchmark_model output."""
-    fixture = device_outputs / "tflite_benchmark_model_raspberrypi_xnnpack_summary_issue_xnnpack999.txt"
-    binary = tmp_path / "benchmark_model"
-    binary.write_text("#!/bin/sh\necho \"args: $*\" >&2\ncat <<'EOF'\n" + fixture.read_text() + "\nEOF\n")
-    out = tmp_path / "bm.json"
-    proc = cli(["--model", str(artifacts["tflite"]), "--device", "adb", "--engine", "benchmark_model",
-                "--benchmark-binary", str(binary), "--repeat", "2", "--json", str(out)], env)
-    assert proc.returncode == 0, proc.stderr
-    doc = load_result(out)
-    assert doc["config"]["engine"] == "benchmark_model"
-    assert doc["latencies_ms"] == [pytest.approx(55.0432)] * 2          # the fixture's avg, one per invocation
-    assert doc["runner"]["benchmark_model"]["inference"]["count"] == 50
-    assert leftovers(env) == []
-    profiled = device_outputs / "litert_benchmark_model_2025_xnnpack_op_profiling_android_sme2.txt"
-    binary.write_text("#!/bin/sh\ncat <<'EOF'\n" + profiled.read_text() + "\nEOF\n")
-    proc = cli(["--model", str(artifacts["tflite"]), "--device", "adb", "--engine", "benchmark_model",
-                "--benchmark-binary", str(binary), "--op-profiling", "--json", str(out)], env)
-    assert proc.returncode == 0, proc.stderr
-    doc = load_result(out)
-    assert doc["latencies_ms"] == [pytest.approx(1.373)]                # the 2025 format's median
-    assert doc["runner"]["benchmark_model"]["ops"]
-    assert "--enable_op_profiling=true" in Path(env["FAKE_ADB_LOG"]).read_text()
-    assert leftovers(env) == []
-    proc = cli(["--model", str(artifacts["onnx"]), "--engine", "benchmark_model", "--benchmark-binary",
-                str(binary)], env)
-    one_line_error(proc, 2, "tflite artifacts only")
-    proc = cli(["--model", str(artifacts["tflite"]), "--engine", "benchmark_model"], env)
-    one_line_error(proc, 2, "needs --benchmark-binary")
-
-
 @pytest.mark.parametrize("args, pattern", [
     (["--model", "x.onnx", "--compare", "a", "b"], "either --model"),
+    (["--model", "tiny.onnx", "--engine", "benchmark_model"], "tflite artifacts only"),
     (["--model", "resnet50"], "no such model file"),
     (["--model", "README.md"], "not a .tflite or .onnx"),
     (["--model", "tiny.onnx", "--device", "usb:1"], "bad --device"),
@@ -320,4 +253,25 @@ def test_variant_name_is_exported_on_the_fly(env, tmp_path):
     doc = load_result(out)
     assert doc["config_key"] == "tiny/onnx/fp32/t1/64x64/logits"
     assert doc["model"]["manifest"]["weights"] == "random"
-    assert Path(doc["model"]["path"]).parent == Path(env["XDG_CACHE_HOME"]) / "topformer-deploy" / "artifacts"
+    assert Path(doc["model"]["path"]).parent.parent == Path(env["XDG_CACHE_HOME"]) / "topformer-deploy" / "artifacts"
+
+
+@pytest.mark.slow
+def test_on_the_fly_exports_are_keyed_by_content_and_a_corrupt_one_is_rebuilt(tmp_path, monkeypatch):
+    from topformer_deploy.bench.cache import cache_key, resolve_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    key = cache_key("tiny", "onnx", (64, 64))
+    assert key["versions"]["torch"] and key["versions"]["onnx"] and len(key["source"]) == 64
+    assert cache_key("tiny", "onnx", (64, 96)) != key and cache_key("tiny", "tflite", (64, 64)) != key
+    said = []
+    first = resolve_model("tiny", "onnx", (64, 64), said.append)
+    assert any("exporting tiny 64x64" in m for m in said)
+    said.clear()
+    assert resolve_model("tiny", "onnx", (64, 64), said.append) == first and said == []    # reused, not exported
+    first.write_bytes(first.read_bytes() + b"\0")                                           # damaged in place
+    again = resolve_model("tiny", "onnx", (64, 64), said.append)
+    assert any("does not match its manifest's sha256" in m for m in said) and any("exporting" in m for m in said)
+    manifest = json.loads(again.with_name(again.name + ".json").read_text())
+    assert again == first and manifest["sha256"] == sha256_file(again)
+    assert json.loads((again.parent / "key.json").read_text()) == key

@@ -65,6 +65,10 @@ class MemoryTransport(Transport):
             return RunResult(0, "", "")
         if any(a.endswith("device_runner.py") for a in argv):
             return self._runner(argv)
+        if argv[1:2] == ["-c"]:  # the engine probe: Python 3.11 with numpy and onnxruntime
+            modules = {m: m in ("numpy", "onnxruntime") for m in ("numpy", "ai_edge_litert", "tflite_runtime",
+                                                                 "tensorflow", "onnxruntime")}
+            return RunResult(0, json.dumps({"version": "3.11.2", "modules": modules}) + "\n", "")
         return self._checked(RunResult(127, "", f"{argv[0]}: not found"), argv, check)
 
     def probe(self, script, timeout=60):

@@ -9,5 +9,6 @@ __getattr__, __dir__, __all__ = lazy_names(__name__, {
     "run_bench": ".harness", "run_compare": ".harness", "BenchOptions": ".harness",
     "resolve_model": ".cache", "open_transport": ".devices", "Transport": ".transports",
     "DeviceError": ".transports", "RunResult": ".transports", "load_result": ".result",
-    "validate_result": ".result", "device_lock": ".lock",
+    "validate_result": ".result", "device_lock": ".lock", "choose_engine": ".engines", "find_binary": ".binaries",
+    "device_readiness": ".readiness",
 })

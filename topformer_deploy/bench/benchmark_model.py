@@ -60,6 +60,32 @@ def benchmark_model_argv(binary: str, model: str, threads: int = 1, warmup: int 
     return argv + list(extra)
 
 
+#: The first flag LiteRT's CompiledModel tool gained (2025-10-17) after it began to apply ``--num_threads`` to its
+#: CPU accelerator (2025-09-25, "Add CPU thread configuration to LiteRT benchmark tool"). Before that the flag
+#: was parsed by the shared BenchmarkModel base class and ignored: the thread count could not be set.
+LITERT_THREADS_MARKER = "compiler_cache_path"
+
+
+def help_flags(text: str) -> set[str]:
+    """The flag names a benchmark tool's ``--help`` lists (``--name=default<TAB>type...`` lines)."""
+    return set(re.findall(r"--([a-z][a-z0-9_]*)=", text))
+
+
+def identify_tool(help_text: str) -> dict:
+    """Which benchmark tool printed this ``--help``: ``{"flavor": "tflite"|"litert"|None, "threads": bool}``.
+
+    ``tflite`` (tensorflow/lite/tools/benchmark) has ``--enable_op_profiling`` and always honours
+    ``--num_threads``; ``litert`` (litert/tools, the CompiledModel API) has ``--use_profiler`` and honours
+    ``--num_threads`` only in builds that also list :data:`LITERT_THREADS_MARKER`.
+    """
+    flags = help_flags(help_text)
+    if "enable_op_profiling" in flags:
+        return {"flavor": "tflite", "threads": "num_threads" in flags}
+    if "use_profiler" in flags:
+        return {"flavor": "litert", "threads": LITERT_THREADS_MARKER in flags and "num_threads" in flags}
+    return {"flavor": None, "threads": False}
+
+
 def split_prefix(line: str) -> tuple[str | None, str]:
     """(level, message) with logcat / ``INFO:`` / ``INFO: [file.cc:N]`` prefixes and indentation removed."""
     text = line.rstrip("\r\n").lstrip()

@@ -50,6 +50,11 @@ NOT_TEMPERATURES = {6, 7, 8}
 # processor field (bits 12-15) of a new-style Raspberry Pi revision code
 PI_PROCESSORS = {0: "BCM2835", 1: "BCM2836", 2: "BCM2837", 3: "BCM2711", 4: "BCM2712"}
 
+#: ``uname -m`` -> the Android ABI name of that instruction set (what ``ro.product.cpu.abi`` says on a phone)
+UNAME_ABIS = {"aarch64": "arm64-v8a", "arm64": "arm64-v8a", "armv8l": "armeabi-v7a", "armv7l": "armeabi-v7a",
+              "armv7": "armeabi-v7a", "x86_64": "x86_64", "amd64": "x86_64", "i686": "x86", "i386": "x86",
+              "riscv64": "riscv64"}
+
 ADB_STATES = ("device", "offline", "unauthorized", "bootloader", "recovery", "sideload", "host",
               "authorizing", "connecting", "rescue", "unknown", "no permissions")
 ADB_FIELDS = ("usb", "product", "model", "device", "transport_id", "features")
@@ -262,7 +267,7 @@ if command -v vcgencmd >/dev/null 2>&1; then
 fi 2>/dev/null
 echo @@getprop
 if command -v getprop >/dev/null 2>&1; then
-  getprop 2>/dev/null | grep -E '^\[ro\.(product\.(model|manufacturer|board)|soc\.(model|manufacturer)|board\.platform'\
+  getprop 2>/dev/null | grep -E '^\[ro\.(product\.(model|manufacturer|board|cpu\.abi)|soc\.(model|manufacturer)|board\.platform'\
 '|hardware|build\.version\.(release|sdk)|serialno)\]'
 fi
 echo @@thermalservice
@@ -368,6 +373,7 @@ def collect_conditions(transport, cores=None, timeout: float = 20.0) -> dict:
         "arch": arch, "os": " / ".join(os_lines) or None,
         "android": {"release": props.get("ro.build.version.release"), "sdk": props.get("ro.build.version.sdk")}
         if props else None,
+        "abi": props.get("ro.product.cpu.abi") or UNAME_ABIS.get(arch or ""),
         "hostname": (s.get("hostname") or "").strip() or None,
         "serial": props.get("ro.serialno") or cpuinfo["serial"],
         "cpus": cpus,
@@ -384,6 +390,21 @@ def collect_conditions(transport, cores=None, timeout: float = 20.0) -> dict:
     if cores is not None:
         conditions["cores"] = select_cores(conditions, cores)
     return conditions
+
+
+def core_clusters(cpus: list[dict]) -> list[dict]:
+    """The CPUs grouped by cpufreq maximum (by core name when there is none), slowest first:
+    ``[{"cpus": [0, 1, 2, 3], "name": "Cortex-A55", "max_khz": 1803000}, ...]``."""
+    groups: dict[tuple, list[dict]] = {}
+    for cpu in cpus:
+        key = (cpu.get("max_khz") or 0, "" if cpu.get("max_khz") else cpu.get("name") or "")
+        groups.setdefault(key, []).append(cpu)
+    clusters = []
+    for (max_khz, _), members in sorted(groups.items()):
+        names = [c.get("name") for c in members if c.get("name")]
+        clusters.append({"cpus": [c["cpu"] for c in members],
+                         "name": max(set(names), key=names.count) if names else None, "max_khz": max_khz or None})
+    return clusters
 
 
 def soc_from_cpuinfo(cpuinfo: dict) -> str | None:

@@ -1,12 +1,14 @@
 """The bench harness: put an artifact on a device, time it there under recorded conditions, build the result.
 
 For each bench: take the device lock, record the device and its conditions, refuse a hot or throttled
-start (unless ``allow_hot``), push the runner (or the user's ``benchmark_model`` binary) and the model to a
+start (unless ``allow_hot``), choose the engine (:mod:`.engines`: ``auto`` looks at the device), push the
+runner (or the ``benchmark_model`` binary, ELF-checked and identified on the device) and the model to a
 fresh temp dir, run it pinned to the chosen cores with ``taskset``, read back its one JSON document,
 record the conditions again, and remove the temp dir - also on error and Ctrl-C.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -17,9 +19,11 @@ from typing import Callable
 from ..artifact import now_iso, read_manifest, sha256_file
 from ..errors import TopformerDeployError
 from . import conditions as cond
+from .binaries import remember
+from .engines import ENGINES, EngineChoice, choose_engine
 from .lock import device_lock
 from .result import COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config, summarize_instructions
-from .transports import DeviceError, Transport
+from .transports import DeviceError, Transport, last_line
 
 RUNNER = Path(__file__).with_name("device_runner.py")
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
@@ -38,8 +42,8 @@ class BenchOptions:
     repeat: int = 1
     max_temp: float | None = 80.0
     allow_hot: bool = False
-    engine: str = "python"        # python | benchmark_model
-    benchmark_binary: str | None = None
+    engine: str = "auto"          # auto | python | benchmark_model (auto: chosen per device, see .engines)
+    benchmark_binary: str | None = None   # local path; else $TOPFORMER_DEPLOY_BENCHMARK_MODEL, the cache, PATH
     python: str | None = None        # interpreter on the device; None: this one for local, python3 elsewhere
     timeout: float = 900.0        # one runner invocation
     seed: int = 0
@@ -67,15 +71,9 @@ def _remote_name(path: Path, fallback: str) -> str:
 def _check_options(options: BenchOptions) -> None:
     if options.runs < 1 or options.warmup < 0 or options.threads < 1 or options.repeat < 1:
         raise TopformerDeployError("runs, threads and repeat must be >= 1 and warmup >= 0")
-    if options.engine not in ("python", "benchmark_model"):
-        raise TopformerDeployError(f"unknown engine {options.engine!r}: use python or benchmark_model")
-    if options.engine == "benchmark_model":
-        if not options.benchmark_binary:
-            raise TopformerDeployError("--engine benchmark_model needs --benchmark-binary PATH (LiteRT's "
-                                       "benchmark_model built for the device)")
-        if not Path(options.benchmark_binary).is_file():
-            raise TopformerDeployError(f"{options.benchmark_binary}: no such benchmark binary")
-    elif not RUNNER.is_file():
+    if options.engine not in ENGINES:
+        raise TopformerDeployError(f"unknown engine {options.engine!r}: use {', '.join(ENGINES)}")
+    if options.engine != "benchmark_model" and not RUNNER.is_file():
         raise TopformerDeployError(f"device runner missing from the installation: {RUNNER}")
     if options.input_file and not Path(options.input_file).is_file():
         raise TopformerDeployError(f"{options.input_file}: no such input file")
@@ -84,20 +82,46 @@ def _check_options(options: BenchOptions) -> None:
 class _Session:
     """One device, locked, with a temp dir: runs the engine there as often as asked."""
 
-    def __init__(self, transport: Transport, options: BenchOptions, tmp: str, progress: Progress):
+    def __init__(self, transport: Transport, options: BenchOptions, tmp: str, progress: Progress,
+                 choice: EngineChoice):
         self.t, self.o, self.tmp, self.say = transport, options, tmp, progress
         self.pin: list[str] = []
         self.remote_input = None
+        self.tool: dict = {}
         self.python = options.python or transport.default_python
         if options.engine == "python":
             self.t.push(RUNNER, f"{tmp}/device_runner.py")
         else:
-            self.t.push(Path(options.benchmark_binary), f"{tmp}/benchmark_model")
+            self.t.push(choice.binary.path, f"{tmp}/benchmark_model")
             self.t.run(["chmod", "755", f"{tmp}/benchmark_model"], timeout=30)
+            self.tool = self._identify_tool(choice)
         if options.input_file:
             suffix = Path(options.input_file).suffix or ".npy"
             self.remote_input = f"{tmp}/input{suffix}"
             self.t.push(Path(options.input_file), self.remote_input)
+
+    def _identify_tool(self, choice: EngineChoice) -> dict:
+        """Which benchmark tool the binary is (its ``--help``), refused when it cannot honour ``--threads``;
+        a binary given by option or environment is remembered for the device's ABI once it passed."""
+        from .benchmark_model import identify_tool
+
+        binary = choice.binary
+        result = self.t.run([f"{self.tmp}/benchmark_model", "--help"], timeout=60, check=False)
+        tool = identify_tool(result.stdout + "\n" + result.stderr)
+        if tool["flavor"] is None:
+            detail = last_line(result.stderr + "\n" + result.stdout) or f"exit {result.returncode}"
+            raise TopformerDeployError(f"{binary.path} is not LiteRT's or TFLite's benchmark_model: its --help "
+                                       f"lists neither --enable_op_profiling nor --use_profiler ({detail})")
+        if not tool["threads"]:
+            raise TopformerDeployError(
+                f"{binary.path} is LiteRT's CompiledModel benchmark_model built before 2025-10 (no "
+                "--compiler_cache_path): it applies --num_threads only since 2025-09-25, so the thread count cannot "
+                "be set with it and no --threads figure would be honest; use TFLite's benchmark_model or a newer "
+                "LiteRT build")
+        tool.update(sha256=sha256_file(binary.path), abi=binary.target.abi, source=binary.source)
+        if remember(binary, tool):
+            tool["remembered"] = True
+        return tool
 
     def set_cores(self, cores: list[int] | None, has_taskset: bool) -> str | None:
         """Pin later runs to ``cores`` with taskset (hex mask: util-linux and Android toybox both take it)."""
@@ -156,19 +180,20 @@ class _Session:
 
         o = self.o
         argv = benchmark_model_argv(f"{self.tmp}/benchmark_model", remote_model, o.threads, o.warmup, o.runs,
-                                    op_profiling=o.op_profiling)
+                                    op_profiling=o.op_profiling, flavor=self.tool["flavor"])
         result = self.t.run([*self.pin, *argv], timeout=o.timeout, check=False, env={"TMPDIR": self.tmp})
         parsed = parse_benchmark_model(result.stdout + "\n" + result.stderr)
         latencies = _benchmark_model_latencies(parsed)
         if parsed.get("error") or not latencies:
             detail = parsed.get("error") or (result.stderr.strip().splitlines() or ["no timings in its output"])[-1]
             raise DeviceError(f"{self.t.name}: benchmark_model failed (exit {result.returncode}): {detail}")
-        return {"runner_version": None, "ok": True, "runtime": {"name": "benchmark_model",
-                                                               "version": parsed.get("version") or "unknown"},
+        tool = {"tflite": "TFLite benchmark_model", "litert": "LiteRT benchmark_model (CompiledModel)"}
+        return {"runner_version": None, "ok": True,
+                "runtime": {"name": tool[self.tool["flavor"]], "version": f"sha256:{self.tool['sha256'][:12]}"},
                 "threads": o.threads, "warmup": o.warmup, "runs": o.runs, "latencies_ms": latencies,
                 "load_ms": parsed.get("init_ms"), "first_ms": parsed.get("first_inference_ms"),
-                "benchmark_model": {k: v for k, v in parsed.items()
-                                    if o.op_profiling or k not in ("ops", "ops_by_type", "op_profile")},
+                "benchmark_model": {"tool": self.tool, **{k: v for k, v in parsed.items()
+                                    if o.op_profiling or k not in ("ops", "ops_by_type", "op_profile")}},
                 "model": {"path": remote_model, "format": "tflite"}}
 
 
@@ -202,7 +227,9 @@ def device_summary(transport: Transport, snapshot: dict) -> dict:
         device_id = snapshot.get("hostname") or snapshot.get("serial") or transport.name
     return {"transport": transport.kind, "target": transport.name, "id": device_id,
             "model": snapshot.get("model"), "soc": snapshot.get("soc"), "arch": snapshot.get("arch"),
+            "abi": snapshot.get("abi"), "android": snapshot.get("android"),
             "os": snapshot.get("os"), "hostname": snapshot.get("hostname"), "cpus": snapshot.get("cpus") or [],
+            "clusters": cond.core_clusters(snapshot.get("cpus") or []),
             **({"simulation": transport.description()} if transport.description() else {})}
 
 
@@ -218,10 +245,12 @@ def _check_start(snapshot: dict, options: BenchOptions, name: str) -> list[str]:
 def _conditions(before: dict, after: dict, cores, pinned_with, options: BenchOptions, hot_start: list) -> dict:
     hot_after = cond.thermal_verdict(after, options.max_temp)["reasons"] if after else []
     last = after or before
-    return {"cores": cores, "pinned_with": pinned_with,
+    return {"cores": cores, "pinned_with": pinned_with, "taskset": before.get("taskset"),
             "temp_before_c": before.get("temp_c"), "temp_after_c": after.get("temp_c") if after else None,
             "throttled": last.get("throttled"), "throttled_flags": last.get("throttled_flags") or [],
             "throttled_before": before.get("throttled"),
+            "android_thermal_status_before": before.get("android_thermal_status"),
+            "android_thermal_status_after": (after or {}).get("android_thermal_status"),
             "loadavg": before.get("loadavg"), "cooldown_s": options.cooldown, "repeat": options.repeat,
             "max_temp_c": options.max_temp, "hot": bool(hot_start or hot_after),
             "hot_reasons": [*hot_start, *hot_after], "allow_hot": options.allow_hot,
@@ -241,10 +270,11 @@ def _runner_summary(doc: dict) -> dict:
 
 
 def _result(path, manifest, fmt, options, device, before, after, cores, pinned, hot, runs: list[dict],
-            partial: bool) -> dict:
+            partial: bool, choice: EngineChoice) -> dict:
     latencies = [x for r in runs for x in r["latencies_ms"]]
     first = runs[0]
     config = make_config(manifest, fmt, options.threads, options.engine, (first.get("model") or {}).get("inputs"))
+    config.update(engine_requested=choice.requested, engine_reason=choice.reason)
     repeats = [{"runs": len(r["latencies_ms"]), "load_ms": r.get("load_ms"), "first_ms": r.get("first_ms"),
                 "p50": sorted(r["latencies_ms"])[len(r["latencies_ms"]) // 2]} for r in runs]
     return build_result(config=config, device=device, runtime=first.get("runtime") or {},
@@ -293,8 +323,6 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
         if not p.is_file():
             raise TopformerDeployError(f"{p}: no such model file")
     formats = [artifact_format(p) for p in paths]
-    if options.engine == "benchmark_model" and any(f != "tflite" for f in formats):
-        raise TopformerDeployError("--engine benchmark_model runs .tflite artifacts only")
     manifests = [read_manifest(p, required=False) for p in paths]
     with device_lock(transport.name, options.lock_timeout,
                      on_wait=lambda who: say(f"waiting for {transport.name}: another bench holds it ({who})")):
@@ -303,10 +331,13 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
         cores = cond.select_cores(before, options.cores)
         device = device_summary(transport, before)
         hot = _check_start(before, options, transport.name)
+        choice = choose_engine(transport, before, options.engine, formats, options.python, options.benchmark_binary)
+        options = dataclasses.replace(options, engine=choice.engine)
+        say(f"engine: {choice.engine} ({choice.reason})")
         runs: list[list[dict]] = [[] for _ in paths]
         total = rounds or options.repeat
         with transport.temp_dir() as tmp:
-            session = _Session(transport, options, tmp, say)
+            session = _Session(transport, options, tmp, say, choice)
             pinned = session.set_cores(cores, bool(before.get("taskset")))
             say(f"pushing {len(paths)} model(s) to {transport.name}")
             remote = [session.push_model(p, i) for i, p in enumerate(paths)]
@@ -323,10 +354,10 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
                     if first:
                         _pull_extras(transport, tmp, runs[i][-1], options)
                 if on_partial and step + 1 < total:
-                    on_partial([_result(p, m, f, options, device, before, {}, cores, pinned, hot, r, True)
+                    on_partial([_result(p, m, f, options, device, before, {}, cores, pinned, hot, r, True, choice)
                                 for p, m, f, r in zip(paths, manifests, formats, runs)])
         after = cond.collect_conditions(transport)
-    return [_result(p, m, f, options, device, before, after, cores, pinned, hot, r, False)
+    return [_result(p, m, f, options, device, before, after, cores, pinned, hot, r, False, choice)
             for p, m, f, r in zip(paths, manifests, formats, runs)]
 
 

@@ -45,7 +45,7 @@ class RunResult:
     stderr: str
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
@@ -155,7 +155,7 @@ class Transport:
     def _checked(self, result: RunResult, command: list[str] | str, check: bool) -> RunResult:
         if check and result.returncode != 0:
             text = command if isinstance(command, str) else shlex.join(command)
-            detail = _last_line(result.stderr) or _last_line(result.stdout) or "no output"
+            detail = last_line(result.stderr) or last_line(result.stdout) or "no output"
             raise DeviceError(f"{self.name}: `{text[:120]}` failed (exit {result.returncode}): {detail}")
         return result
 
@@ -228,7 +228,7 @@ class SshTransport(Transport):
         argv = ["ssh", *self.options, *port, "-T", self.destination, "--", remote_command]
         result = run_local(argv, timeout, stdin, what=self.name)
         if result.returncode == 255:  # ssh's own failure: the link, not the command
-            raise DeviceError(f"{self.name}: {_last_line(result.stderr) or 'ssh failed'}")
+            raise DeviceError(f"{self.name}: {last_line(result.stderr) or 'ssh failed'}")
         return result
 
     def run(self, argv, timeout=60, check=True, stdin=None, env=None):
@@ -243,7 +243,7 @@ class SshTransport(Transport):
         port = ["-P", str(self.port)] if self.port else []
         result = run_local(["scp", "-q", *self.options, *port, source, target], timeout, what=f"{self.name} scp")
         if result.returncode != 0:
-            raise DeviceError(f"{self.name}: copy failed: {_last_line(result.stderr) or 'scp failed'}")
+            raise DeviceError(f"{self.name}: copy failed: {last_line(result.stderr) or 'scp failed'}")
 
     def push(self, local, remote, timeout=300):
         self._scp(str(local), f"{self.destination}:{_check_remote_path(remote)}", timeout)
@@ -295,7 +295,7 @@ class AdbTransport(Transport):
 
         result = run_local([self.adb, "devices", "-l"], timeout, what="adb devices")
         if result.returncode != 0:
-            raise DeviceError(f"adb devices failed: {_last_line(result.stderr) or _last_line(result.stdout)}")
+            raise DeviceError(f"adb devices failed: {last_line(result.stderr) or last_line(result.stdout)}")
         devices = parse_adb_devices(result.stdout)
         ready = [d["serial"] for d in devices if d["state"] == "device"]
         if len(ready) == 1:
@@ -313,7 +313,7 @@ class AdbTransport(Transport):
         if result.returncode == 0 and state == "device":
             return
         errors = [ln.strip() for ln in result.stderr.splitlines() if ln.strip().startswith("error:")]
-        detail = (errors[0] if errors else _last_line(result.stderr)) or state or "unknown state"
+        detail = (errors[0] if errors else last_line(result.stderr)) or state or "unknown state"
         hint = {"unauthorized": " (accept the USB debugging prompt on the phone)",
                 "offline": " (reconnect the cable or run `adb reconnect`)"}
         extra = next((h for key, h in hint.items() if key in detail), "")
@@ -324,7 +324,7 @@ class AdbTransport(Transport):
         out = result.stdout.replace("\r\n", "\n")
         cut = out.rfind(_RC_MARKER)
         if cut < 0:
-            detail = _last_line(result.stderr) or _last_line(out) or f"adb exit {result.returncode}"
+            detail = last_line(result.stderr) or last_line(out) or f"adb exit {result.returncode}"
             raise DeviceError(f"{self.name}: connection lost during `{argv_text[:120]}`: {detail}")
         rc_text = out[cut + len(_RC_MARKER):].strip()
         stdout = out[:cut]
@@ -344,7 +344,7 @@ class AdbTransport(Transport):
         result = self._adb(args, timeout)
         text = (result.stdout + result.stderr).replace("\r\n", "\n")
         if result.returncode != 0 or re.search(r"^(adb: )?error:", text, re.M):
-            raise DeviceError(f"{self.name}: adb {args[0]} failed: {_last_line(result.stderr) or _last_line(text)}")
+            raise DeviceError(f"{self.name}: adb {args[0]} failed: {last_line(result.stderr) or last_line(text)}")
 
     def push(self, local, remote, timeout=300):
         self._transfer(["push", str(local), _check_remote_path(remote)], timeout)
@@ -363,7 +363,7 @@ def list_adb_devices(adb_path: str | None = None, timeout: float = 10) -> list[d
     adb = _adb_program(adb_path)
     result = run_local([adb, "devices", "-l"], timeout, what="adb devices")
     if result.returncode != 0:
-        raise DeviceError(f"adb devices failed: {_last_line(result.stderr) or _last_line(result.stdout)}")
+        raise DeviceError(f"adb devices failed: {last_line(result.stderr) or last_line(result.stdout)}")
     found = parse_adb_devices(result.stdout)
     for d in found:
         d.update(model=d.get("model"), platform=None, soc=None)

@@ -43,6 +43,7 @@ def summarize_breakdown(model: TopFormer, results: dict[str, dict], artifacts: d
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": now_iso(), "tool_version": __version__,
         "config": {"variant": model.variant, "format": options.fmt, "precision": options.precision,
                    "threads": options.threads, "input_size": [h, w], "engine": options.engine,
+                   "engine_reason": options.engine_reason,
                    "device": options.device, "warmup": options.warmup, "runs": options.runs, "weights": weights,
                    "calibration": options.calibration_source if options.precision == "int8" else None},
         "device": full.get("device"), "runtime": full.get("runtime"),
@@ -61,9 +62,32 @@ def summarize_breakdown(model: TopFormer, results: dict[str, dict], artifacts: d
                 "not in that sum; every latency share is a stage's p50 over the whole model's p50, taken in "
                 "each round and the median over rounds; parameter and MAC shares are of the network's totals",
         "instructions": instruction_summary(rows, results),
-        "operator_view": op_view,
+        "operator_view": reconcile_operators(op_view, rows),
         "results": results,
     }
+
+
+def reconcile_operators(op_view: dict | None, rows: list[dict]) -> dict | None:
+    """Add to an operator view its stage sums against the stage artifacts' own p50s (``reconciliation``): per
+    network stage ``ops_ms / artifact_ms``, the same for their sum, and the share of the profiled time that was
+    attributed to a stage at all."""
+    if not op_view or not op_view.get("available") or "instructions" in op_view:
+        return op_view
+    per_stage = {}
+    for row in rows:
+        entry = op_view["stages"].get(row["stage"])
+        if row["in_network"] and entry:
+            ops_ms = entry.get("ms_per_run", entry["ms"])
+            per_stage[row["stage"]] = {"ops_ms": ops_ms, "artifact_ms": row["p50_ms"], "ratio": ops_ms / row["p50_ms"]}
+    ops = sum(e["ops_ms"] for e in per_stage.values())
+    artifacts = sum(r["p50_ms"] for r in rows if r["in_network"])
+    attributed = 1.0 - op_view["unattributed"]["share"]
+    op_view["reconciliation"] = {
+        "stages": per_stage, "network_ops_ms": ops, "network_artifacts_ms": artifacts,
+        "ratio": ops / artifacts if artifacts else None, "attributed_share": attributed,
+        "note": "each network stage's operator time (whole-model profile, attributed to stages) over the p50 of "
+                "that stage's own artifact; attributed_share is the profiled time given a stage at all"}
+    return op_view
 
 
 def instruction_summary(rows: list[dict], results: dict[str, dict]) -> dict | None:

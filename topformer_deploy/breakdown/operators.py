@@ -8,6 +8,7 @@ to the graph's convolutions in order).
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def operator_view(artifacts: dict[str, dict], options: BreakdownOptions, progres
     """Operator times of the whole model attributed to stages, where the engine can profile."""
     if not options.profile:
         return {"available": False, "reason": "not asked for (--no-profile)"}
+    options = options.resolve_engine(progress)
     if options.engine == "python":
         return _python_operator_view(artifacts["full"], options, progress)
     if options.fmt == "tflite" and options.engine == "benchmark_model":
@@ -71,13 +73,22 @@ def _python_operator_view(entry: dict, options: BreakdownOptions, progress: Prog
     return view
 
 
+#: benchmark_model prints each operator's mean over one invocation's runs, which one preempted run can dominate:
+#: the operator view takes, per operator, the median over this many invocations
+PROFILE_INVOCATIONS = 3
+
+
 def _benchmark_model_operator_view(entry: dict, options: BreakdownOptions, progress: Progress) -> dict:
-    source = "benchmark_model --enable_op_profiling (whole model)"
+    source = (f"benchmark_model --enable_op_profiling (whole model; per operator the median of "
+              f"{PROFILE_INVOCATIONS} invocations' means)")
+    profiles = []
     with options.transport(progress) as transport:
         bench = options.bench_options(max(1, min(options.runs, 10)), warmup=2, op_profiling=True)
-        progress("profiling the whole model with benchmark_model")
-        doc = run_bench(entry["path"], transport, bench, progress=progress)
-    rows = ((doc.get("runner") or {}).get("benchmark_model") or {}).get("ops") or []
+        for k in range(PROFILE_INVOCATIONS):
+            progress(f"profiling the whole model with benchmark_model ({k + 1}/{PROFILE_INVOCATIONS})")
+            doc = run_bench(entry["path"], transport, bench, progress=progress)
+            profiles.append(((doc.get("runner") or {}).get("benchmark_model") or {}).get("ops") or [])
+    rows = median_rows(profiles, "avg_ms")
     if not rows:
         return {"available": False, "source": source, "reason": "benchmark_model printed no op profile"}
     view = attribute_ops(xnnpack_row_stages(rows, tflite_op_stages(entry["path"])), "name", "avg_ms",
@@ -85,6 +96,14 @@ def _benchmark_model_operator_view(entry: dict, options: BreakdownOptions, progr
     _per_run(view, 1)  # benchmark_model's rows are already per-run averages
     view.update({"available": True, "source": source, "ms_per_run": view["total_ms"]})
     return view
+
+
+def median_rows(profiles: list[list[dict]], key: str) -> list[dict]:
+    """One profile from several of the same model: each row's ``key`` the median over the profiles (rows matched
+    by position, all profiles listing the same operators); [] when a profile is empty or they disagree."""
+    if not profiles or not all(profiles) or len({tuple(r.get("name") for r in p) for p in profiles}) != 1:
+        return []
+    return [{**rows[0], key: statistics.median(float(r.get(key) or 0.0) for r in rows)} for rows in zip(*profiles)]
 
 
 def _per_run(view: dict, calls: int) -> None:

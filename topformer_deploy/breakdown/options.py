@@ -1,6 +1,7 @@
 """What a breakdown exports and how it times it: the same settings for every stage and the whole model."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ class BreakdownOptions:
     precision: str = "fp32"
     input_size: tuple[int, int] = (512, 512)
     device: str = "local"
-    engine: str = "python"
+    engine: str = "auto"                          # auto | python | benchmark_model (see resolve_engine)
+    engine_reason: str | None = None              # why the engine was chosen (set with it)
     threads: int = 1
     warmup: int = 10
     runs: int = 50
@@ -48,3 +50,22 @@ class BreakdownOptions:
         from ..bench.devices import open_transport
 
         return open_transport(self.device, self.adb_path, self.ssh_config, progress=progress)
+
+    def resolve_engine(self, progress: Progress | None = None) -> "BreakdownOptions":
+        """These options with the engine chosen on the device (``auto``) and its binary found, once for a whole
+        breakdown; options already resolved come back as they are."""
+        from ..bench.conditions import collect_conditions
+        from ..bench.engines import choose_engine
+
+        if self.engine_reason is not None:
+            return self
+        if self.engine == "python":
+            return dataclasses.replace(self, engine_reason="asked for (--engine python)")
+        say = progress or (lambda message: None)
+        with self.transport(progress) as transport:
+            say(f"choosing the engine for {transport.name}")
+            choice = choose_engine(transport, collect_conditions(transport), self.engine, [self.fmt], self.python,
+                                   self.benchmark_binary)
+        say(f"engine: {choice.engine} ({choice.reason})")
+        return dataclasses.replace(self, engine=choice.engine, engine_reason=choice.reason,
+                                   benchmark_binary=str(choice.binary.path) if choice.binary else None)

@@ -39,11 +39,13 @@ def run_breakdown(model: TopFormer | str, options: BreakdownOptions | None = Non
     """Export, time and compare the stages of ``model`` (a TopFormer or a variant name); return the document.
 
     ``out_dir`` keeps the stage artifacts and their input tensors (default ``artifacts/breakdown/<config>``).
-    ``on_partial(results)`` gets the bench results measured so far after every round.
+    ``on_partial(results)`` gets the bench results measured so far after every round. The engine is chosen
+    before anything is exported (:meth:`BreakdownOptions.resolve_engine`).
     """
     options = options or BreakdownOptions()
     say = progress or (lambda msg: None)
     check_options(options)
+    options = options.resolve_engine(say)
     h, w = options.input_size
     net, weights = _load_model(model, checkpoint)
     out = Path(out_dir) if out_dir else Path("artifacts") / "breakdown" / (

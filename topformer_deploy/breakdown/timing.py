@@ -18,6 +18,7 @@ def time_artifacts(artifacts: dict[str, dict], options: BreakdownOptions, progre
     The runs are split into ``options.rounds`` rounds; each round times every artifact (in alternating
     order), so a drift of the machine (heat, other load) hits all stages alike rather than one.
     """
+    options = options.resolve_engine(progress)
     order = ["full", *ALL_STAGES]
     rounds = max(1, min(options.rounds, options.runs))
     per_round = [options.runs // rounds + (1 if r < options.runs % rounds else 0) for r in range(rounds)]

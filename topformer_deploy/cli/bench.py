@@ -6,14 +6,15 @@ import sys
 
 import click
 
-from .options import INPUT_SIZE, SLOWDOWN, default_runs, echo_json
+from .options import BINARY_HELP, ENGINE_HELP, INPUT_SIZE, SLOWDOWN, default_runs, echo_json
 
 CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with the highest cpufreq maximum)."
 
 
 @click.command()
 @click.option("--model", "model", metavar="ARTIFACT|VARIANT",
-              help="A .tflite/.onnx artifact (its manifest beside it), or tiny/small/base to export on the fly.")
+              help="A .tflite/.onnx artifact (its manifest beside it), or tiny/small/base to export on the fly "
+                   "(cached) [default: tiny at --input-size].")
 @click.option("--compare", nargs=2, metavar="A B", default=None,
               help="Interleaved A/B: alternate two artifacts round by round on the same device.")
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True,
@@ -33,11 +34,9 @@ CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with 
 @click.option("--max-temp", type=float, default=80.0, show_default=True, metavar="CELSIUS",
               help="Refuse to start above this temperature (or when throttled).")
 @click.option("--allow-hot", is_flag=True, help="Run anyway on a hot/throttled device; the result is flagged.")
-@click.option("--engine", type=click.Choice(["python", "benchmark_model"]), default="python", show_default=True,
-              help="python: the single-file runner (needs Python + numpy + a runtime on the device); "
-                   "benchmark_model: LiteRT's native binary (Android); it prints only a summary, so each "
-                   "invocation gives one sample (its median): use --repeat N.")
-@click.option("--benchmark-binary", type=click.Path(dir_okay=False), help="LiteRT benchmark_model for the device.")
+@click.option("--engine", type=click.Choice(["auto", "python", "benchmark_model"]), default="auto", show_default=True,
+              help=ENGINE_HELP)
+@click.option("--benchmark-binary", type=click.Path(dir_okay=False), help=BINARY_HELP)
 @click.option("--op-profiling", is_flag=True,
               help="benchmark_model engine: per-operator profile (runner.benchmark_model.ops in the JSON).")
 @click.option("--adb", "adb_path", metavar="PATH", help="adb executable (default: $ADB or adb on PATH).")
@@ -82,11 +81,13 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     frequencies, governor, temperature, throttling, load) are recorded before and after, the runs
     are pinned to the chosen cores, and nothing is left on the device afterwards.
 
+    Without --model, TopFormer-Tiny at --input-size is exported once (random weights) and reused.
+
     \b
     Examples:
+      topformer-deploy bench --device adb:SERIAL --benchmark-binary ./benchmark_model   (once; then without it)
       topformer-deploy bench --model artifacts/topformer_tiny_512x512_fp32_logits.tflite
       topformer-deploy bench --model tiny --device ssh:pi@raspberrypi --json tiny.json
-      topformer-deploy bench --model m.tflite --device adb --engine benchmark_model --benchmark-binary ./benchmark_model
       topformer-deploy bench --compare old.tflite new.tflite --device ssh:pi@raspberrypi --runs 10 --rounds 10
     """
     from ..bench.cache import resolve_model
@@ -97,8 +98,8 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     from ..report.bench import result_table
     from ..report.common import console
 
-    if bool(model) == bool(compare):
-        raise TopformerDeployError("give either --model ARTIFACT|VARIANT or --compare A B")
+    if model and compare:
+        raise TopformerDeployError("give either --model ARTIFACT|VARIANT or --compare A B, not both")
     if compare and (baseline or save_baseline):
         raise TopformerDeployError("--baseline / --save-baseline work with --model, not --compare")
     threshold = _slowdown(max_slowdown) if (baseline or compare) else None
@@ -106,8 +107,8 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     to_stdout = json_out == "-"
     err = console(stderr=True)
     if breakdown:
-        _breakdown(model, compare or baseline or save_baseline, fmt, input_size, device, engine, threads, warmup,
-                   runs, cores, allow_hot, benchmark_binary, adb_path, ssh_config, python, json_out, err)
+        _breakdown(model or "tiny", compare or baseline or save_baseline, fmt, input_size, device, engine, threads,
+                   warmup, runs, cores, allow_hot, benchmark_binary, adb_path, ssh_config, python, json_out, err)
         return
     options = BenchOptions(threads=threads, warmup=warmup, runs=runs, cores=cores, cooldown=cooldown,
                            repeat=repeat, max_temp=max_temp, allow_hot=allow_hot, engine=engine,
@@ -131,6 +132,9 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
         echo_json(doc)
     else:
         console().print(result_table(doc))
+    config = (doc.get("a") or doc)["config"]
+    err.print(f"engine: {config['engine']} (--engine {config['engine_requested']}: {config['engine_reason']})",
+              markup=False, highlight=False)
     if doc.get("conditions", {}).get("hot") or any(d.get("conditions", {}).get("hot") for d in
                                                    (doc.get("a") or {}, doc.get("b") or {})):
         err.print("[yellow]warning: the device was hot or throttled; the result is flagged (conditions.hot)[/]")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
-from .options import INPUT_SIZE, VARIANT, default_runs, echo_json
+from .options import BINARY_HELP, ENGINE_HELP, INPUT_SIZE, VARIANT, default_runs, echo_json
 
 
 @click.command()
-@click.option("--variant", type=VARIANT, default=None, help="tiny, small or base (inferred from --checkpoint).")
+@click.option("--variant", type=VARIANT, default=None,
+              help="tiny, small or base (inferred from --checkpoint) [default: tiny].")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Official-layout checkpoint (default: random weights with every branch live; latency does "
                    "not depend on the weights' values).")
@@ -23,8 +24,9 @@ from .options import INPUT_SIZE, VARIANT, default_runs, echo_json
 @click.option("--calib-count", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", default="local", show_default=True, metavar="SPEC",
               help="local | adb[:SERIAL] | ssh:USER@HOST[:PORT] | sim:CORE (instruction counts per stage).")
-@click.option("--engine", type=click.Choice(["python", "benchmark_model"]), default="python", show_default=True)
-@click.option("--benchmark-binary", type=click.Path(dir_okay=False), help="LiteRT benchmark_model for the device.")
+@click.option("--engine", type=click.Choice(["auto", "python", "benchmark_model"]), default="auto", show_default=True,
+              help=ENGINE_HELP)
+@click.option("--benchmark-binary", type=click.Path(dir_okay=False), help=BINARY_HELP)
 @click.option("--adb", "adb_path", metavar="PATH", help="adb executable (default: $ADB or adb on PATH).")
 @click.option("--ssh-config", type=click.Path(dir_okay=False), default=None,
               help="ssh_config file for ssh devices (default: yours; env TOPFORMER_DEPLOY_SSH_CONFIG).")
@@ -61,6 +63,7 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
 
     \b
     Examples:
+      topformer-deploy breakdown --device adb:SERIAL
       topformer-deploy breakdown --variant tiny --to tflite --chart tiny.png
       topformer-deploy breakdown --variant tiny --to onnx --precision int8 --calib synthetic --json tiny.json
       topformer-deploy breakdown --variant small --device ssh:pi@raspberrypi --runs 30
@@ -70,8 +73,6 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
     from ..files import write_json
     from ..report.common import console
 
-    if not variant and not checkpoint:
-        raise TopformerDeployError("give --variant (tiny, small, base) or --checkpoint")
     if precision == "int8" and not calib:
         raise TopformerDeployError("--precision int8 needs --calib DIR or --calib synthetic")
     if calib and precision != "int8":
@@ -97,7 +98,7 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
         def save_partial(results):  # the stages measured so far survive an interruption
             write_json(partial, {"partial": True, "results": results})
 
-        doc = run_breakdown(variant or "auto", options, out_dir, checkpoint=checkpoint, progress=say,
+        doc = run_breakdown(variant or ("auto" if checkpoint else "tiny"), options, out_dir, checkpoint=checkpoint, progress=say,
                             on_partial=save_partial if partial else None)
     if partial:
         partial.unlink(missing_ok=True)

@@ -32,6 +32,12 @@ INPUT_SIZE = InputSize()
 VARIANT_NAMES = ("tiny", "small", "base")
 VARIANT = click.Choice(VARIANT_NAMES, case_sensitive=False)
 
+ENGINE_HELP = ("auto: the python runner where the device has Python with numpy and a runtime, else LiteRT's "
+               "benchmark_model (phones); python: the single-file runner; benchmark_model: the native binary, which "
+               "prints only a summary, so each invocation gives one sample (its median): use --repeat N.")
+BINARY_HELP = ("LiteRT's or TFLite's benchmark_model built for the device (ELF-checked; remembered per ABI, so give it "
+               "once). Else $TOPFORMER_DEPLOY_BENCHMARK_MODEL, the remembered one, then benchmark_model on PATH.")
+
 
 def echo_json(data) -> None:
     """Print one JSON document on stdout."""

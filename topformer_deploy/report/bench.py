@@ -28,12 +28,22 @@ def instruction_rows(docs: list[dict]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def runs_text(doc: dict) -> str:
+    """``50 (10)``; for benchmark_model, which reports a summary per invocation: ``2 x median of 50 (10)``."""
+    count = (doc.get("stats") or {}).get("count", 0)
+    if (doc.get("runner") or {}).get("benchmark_model"):
+        return f"{count} x median of {doc['runner'].get('runs')} ({doc.get('warmup')})"
+    return f"{count} ({doc.get('warmup')})"
+
+
 def result_table(doc: dict, title: str | None = None):
     """A rich Table of one result (or of both sides of a compare document): one row per figure."""
     docs = [doc] if doc.get("schema") != COMPARE_SCHEMA else [doc["a"], doc["b"]]
     first = docs[0]
     dev = first["device"]
-    about = ", ".join(str(dev[k]) for k in ("model", "soc", "arch") if dev.get(k))
+    android = (dev.get("android") or {}).get("release")
+    about = ", ".join([str(dev[k]) for k in ("model", "soc", "abi" if dev.get("abi") else "arch") if dev.get(k)]
+                      + ([f"Android {android}"] if android else []))
     table = Table(title=title or f"{dev.get('target')} ({about})")
     table.add_column("")
     for label, d in zip("AB" if len(docs) == 2 else " ", docs):
@@ -45,7 +55,7 @@ def result_table(doc: dict, title: str | None = None):
     rows = instruction_rows(docs) + [
         ("runtime", [f"{d['runtime'].get('name')} {d['runtime'].get('version')}" for d in docs]),
         ("engine / threads", [f"{d['config']['engine']} / {d['config']['threads']}" for d in docs]),
-        ("runs (warmup)", [f"{(d.get('stats') or {}).get('count', 0)} ({d.get('warmup')})" for d in docs]),
+        ("runs (warmup)", [runs_text(d) for d in docs]),
         ("p50 ms", ms("p50")), ("p90 ms", ms("p90")), ("mean ms", ms("mean")), ("std ms", ms("std")),
         ("min ms", ms("min")), ("max ms", ms("max")),
         ("CV", [fmt((d.get("stats") or {}).get("cv"), ".1%") for d in docs]),

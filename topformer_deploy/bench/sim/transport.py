@@ -73,7 +73,7 @@ class SimTransport(LocalTransport):
         if options.threads != 1:
             raise TopformerDeployError(f"{self.name} counts instructions for one thread only (--threads 1): with "
                                        "several, threads spin-wait and the plugin's counters race")
-        if options.engine != "python":
+        if options.engine not in ("python", "auto"):
             raise TopformerDeployError(f"{self.name} runs the python engine (its marks give the counts)")
 
     def run(self, argv, timeout=60, check=True, stdin=None, env=None):
