@@ -501,6 +501,431 @@ def instruction_counts(runs, path=None, pid=None):
             "per_run": [between_marks(marks, MARK_RUN, i, overhead) for i in runs]}
 
 
+# ======================================================================== POST-PROCESSING (public API)
+# What an app computes after the network: the class map at the input size from the 1/8 logits. This
+# section is the one definition; ``topformer_deploy.postprocess`` is its documented public face and
+# docs/postprocessing.md has the argument. Pure numpy, so the runner times it on the device itself.
+#
+# * ``bilinear_upsample``: PyTorch's CPU ``F.interpolate(mode="bilinear", align_corners=False)`` on float32,
+#   reproduced operation for operation in one of ARITHMETICS (the CPU kernel PyTorch picks, with or without
+#   fused multiply-adds - see ``topformer_deploy.postprocess.torch_arithmetic``).
+# * ``dense_class_map``: its argmax over the classes - the reference.
+# * ``sparse_class_map``: the same class map. Each output pixel's scores are a convex combination of a 2x2
+#   block of low-resolution score vectors; where the four corners share one winner that leads every other
+#   class by more than the worst-case float32 rounding error of any of those kernels (COPY_SLACK), that
+#   winner is the argmax of every pixel of the block and is copied. Elsewhere only the classes that can win
+#   are interpolated: in plain float32 first, and in the exact arithmetic where that pre-computation is
+#   within its own error bound (SCREEN_SLACK) of a tie.
+# * ``nearest_class_map`` and the bilinear-to-a-fraction methods: cheaper, not exact.
+
+#: Post-processing methods: two exact (``sparse``, ``dense``), three that give up accuracy for speed.
+POST_METHODS = ("sparse", "dense", "nearest", "bilinear-half", "bilinear-quarter")
+EXACT_POST_METHODS = ("sparse", "dense")
+#: PyTorch's two CPU bilinear kernels for float32 (generic NCHW / channels-last), each without or with
+#: fused multiply-adds (PyTorch's AVX2 / AVX512 builds on x86 fuse them).
+ARITHMETICS = ("nchw-fma", "nchw", "nhwc-fma", "nhwc")
+DEFAULT_ARITHMETIC = "nchw-fma"
+#: The channels-last kernel computes lanes of 8 classes in vector order and the remainder in scalar order.
+NHWC_LANES = 8
+#: A winner is copied where it leads by more than COPY_SLACK x max|score| + TINY at every corner: 16 units
+#: of float32 roundoff, above the 10 that two scores computed with <= 5 roundings per term can be off by.
+COPY_SLACK = 2.0 ** -20
+#: The plain float32 pre-computation decides a pixel where its winner leads by more than this (32 units:
+#: its own error and the exact kernel's, 18 units together).
+SCREEN_SLACK = 2.0 ** -19
+#: Absolute slack (covers underflow) and the magnitude above which nothing is copied (sums could overflow).
+TINY = 2.0 ** -140
+HUGE = 2.0 ** 120
+_PLANS = {}
+
+
+def _arithmetic(name):
+    """(kernel, fused) of an ARITHMETICS name."""
+    if name not in ARITHMETICS:
+        raise ValueError("arithmetic must be one of %s, got %r" % (", ".join(ARITHMETICS), name))
+    return name.split("-")[0], name.endswith("-fma")
+
+
+def fma32(a, b, c):
+    """``a * b + c`` rounded once to float32 (a fused multiply-add), elementwise on float32 arrays."""
+    np = _np()
+    p = np.asarray(a, np.float64) * np.asarray(b, np.float64)  # exact: 24 + 24 significant bits
+    c = np.asarray(c, np.float64)
+    s = p + c
+    rounded = s.astype(np.float32)
+    back = s - p  # TwoSum: s + err == p + c exactly
+    err = (p - (s - back)) + (c - back)
+    inexact = np.nonzero(err != 0)
+    if len(inexact[0]):
+        # float32(s) is p + c correctly rounded unless s lies exactly halfway between two float32 values:
+        # then err says on which side the exact sum is
+        s_i, err_i, near = s[inexact], err[inexact], rounded[inexact]
+        near64 = near.astype(np.float64)
+        other = np.nextafter(near, np.where(s_i > near64, np.inf, -np.inf).astype(np.float32))
+        halfway = (s_i != near64) & (s_i == (near64 + other.astype(np.float64)) * 0.5)
+        rounded[inexact] = np.where(halfway & ((err_i > 0) == (other > near)), other, near)
+    return rounded
+
+
+def axis_weights(in_size, out_size, fused=True):
+    """PyTorch's source indices and weights along one axis: ``(i0, i1, lambda0, lambda1)`` per output index.
+
+    ``src = max(0, scale * (dst + 0.5) - 0.5)`` in float32 with ``scale = in / out`` (one rounding when
+    ``fused``), ``i0 = min(floor(src), in - 1)``, ``i1 = i0 + 1`` clamped to the border, ``lambda1 = src - i0``
+    clamped to [0, 1], ``lambda0 = 1 - lambda1``; the identity when the sizes are equal.
+    """
+    np = _np()
+    if in_size == out_size:
+        index = np.arange(out_size)
+        return index, index, np.ones(out_size, np.float32), np.zeros(out_size, np.float32)
+    scale = np.float32(in_size) / np.float32(out_size)
+    centre = np.arange(out_size, dtype=np.float32) + np.float32(0.5)
+    if fused:
+        src = fma32(np.full(out_size, scale, np.float32), centre, np.full(out_size, -0.5, np.float32))
+    else:
+        src = scale * centre - np.float32(0.5)
+    src = np.maximum(src, np.float32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    lambda1 = np.minimum(np.maximum(src - i0.astype(np.float32), np.float32(0)), np.float32(1))
+    i1 = i0 + (i0 < in_size - 1)
+    return i0, i1, (np.float32(1) - lambda1).astype(np.float32), lambda1.astype(np.float32)
+
+
+def _lerp(a, b, wa, wb, fused):
+    """PyTorch's ``a * wa + b * wb`` (fused: the first product is fused with the sum)."""
+    return fma32(a, wa, b * wb) if fused else a * wa + b * wb
+
+
+def _blend(x00, x01, x10, x11, h0, h1, w0, w1, kernel, fused, in_lanes):
+    """The bilinear value from the 4 corners (top-left, top-right, bottom-left, bottom-right), as ``kernel``
+    computes it: nchw interpolates along the width, then the height; nhwc sums the 4 corners with product
+    weights, in vector order for classes ``in_lanes`` and in scalar order for the others."""
+    np = _np()
+    if kernel == "nchw":
+        return _lerp(_lerp(x00, x01, w0, w1, fused), _lerp(x10, x11, w0, w1, fused), h0, h1, fused)
+    w00, w01, w10, w11 = h0 * w0, h0 * w1, h1 * w0, h1 * w1
+    if fused:
+        vector = fma32(x00, w00, fma32(x01, w01, fma32(x11, w11, x10 * w10)))
+        scalar = fma32(x11, w11, fma32(x10, w10, fma32(x00, w00, x01 * w01)))
+    else:
+        vector = x00 * w00 + (x01 * w01 + (x10 * w10 + x11 * w11))
+        scalar = ((x00 * w00 + x01 * w01) + x10 * w10) + x11 * w11
+    return np.where(in_lanes, vector, scalar)
+
+
+def _first_argmax(a):
+    """``np.argmax(a, axis=0)`` (first index of the maximum, NaN counting as the maximum), computed class by
+    class: numpy's own argmax along a leading axis is several times slower."""
+    np = _np()
+    best = a[0]
+    index = np.zeros(best.shape, np.intp)
+    for k in range(1, len(a)):
+        np.copyto(index, k, where=a[k] > best)
+        best = np.maximum(best, a[k])
+    if a.dtype.kind == "f":
+        nan = np.nonzero(np.isnan(best))
+        if len(nan[0]):
+            index[nan] = np.argmax(a[(slice(None),) + nan], axis=0)
+    return index
+
+
+def _top_two(a):
+    """(index of the first maximum, maximum, second largest value) along axis 0, class by class (NaN
+    scores make them meaningless: callers treat such pixels as undecided)."""
+    np = _np()
+    best, second = a[0], np.full(a.shape[1:], -np.inf, a.dtype)
+    index = np.zeros(best.shape, np.intp)
+    for k in range(1, len(a)):
+        np.copyto(index, k, where=a[k] > best)
+        second = np.maximum(second, np.minimum(best, a[k]))
+        best = np.maximum(best, a[k])
+    return index, best, second
+
+
+def class_scores(logits, layout="NCHW"):
+    """Scores as a contiguous float32 ``(C, h, w)`` array from ``(1, C, h, w)`` / ``(C, h, w)`` (NCHW) or
+    ``(1, h, w, C)`` / ``(h, w, C)`` (NHWC) logits."""
+    np = _np()
+    x = np.asarray(logits)
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError("post-processing takes one image, got a batch of %d" % x.shape[0])
+        x = x[0]
+    if x.ndim != 3:
+        raise ValueError("logits must be 3-D or 4-D, got shape %s" % (list(np.shape(logits)),))
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError("layout must be NCHW or NHWC, got %r" % (layout,))
+    if layout == "NHWC":
+        x = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def bilinear_upsample(scores, size, arithmetic=DEFAULT_ARITHMETIC):
+    """``(C, h, w)`` float32 scores -> ``(C, H, W)``, bit for bit as PyTorch's CPU kernel ``arithmetic``."""
+    with _np().errstate(invalid="ignore", over="ignore"):  # non-finite scores give NaN as in PyTorch
+        return _bilinear_upsample(scores, size, arithmetic)
+
+
+def _bilinear_upsample(scores, size, arithmetic):
+    np = _np()
+    kernel, fused = _arithmetic(arithmetic)
+    x = np.asarray(scores, np.float32)
+    classes, height, width = x.shape
+    r0, r1, h0, h1 = axis_weights(height, size[0], fused)
+    c0, c1, w0, w1 = axis_weights(width, size[1], fused)
+    h0, h1 = h0[:, None], h1[:, None]
+    if kernel == "nchw":
+        rows = _lerp(x[:, :, c0], x[:, :, c1], w0, w1, fused)
+        return _lerp(rows[:, r0], rows[:, r1], h0, h1, fused)
+    top, bottom = x[:, r0], x[:, r1]
+    in_lanes = (np.arange(classes) < classes - classes % NHWC_LANES)[:, None, None]
+    return _blend(top[:, :, c0], top[:, :, c1], bottom[:, :, c0], bottom[:, :, c1], h0, h1, w0, w1,
+                  kernel, fused, in_lanes)
+
+
+def bilinear_at(scores, size, ys, xs, arithmetic=DEFAULT_ARITHMETIC):
+    """``bilinear_upsample(scores, size, arithmetic)[:, ys, xs]``, computed for those pixels only."""
+    np = _np()
+    kernel, fused = _arithmetic(arithmetic)
+    x = np.asarray(scores, np.float32)
+    r0, r1, h0, h1 = (a[ys] for a in axis_weights(x.shape[1], size[0], fused))
+    c0, c1, w0, w1 = (a[xs] for a in axis_weights(x.shape[2], size[1], fused))
+    in_lanes = (np.arange(len(x)) < len(x) - len(x) % NHWC_LANES)[:, None]
+    return _blend(x[:, r0, c0], x[:, r0, c1], x[:, r1, c0], x[:, r1, c1], h0, h1, w0, w1, kernel, fused, in_lanes)
+
+
+def dense_class_map(scores, size, arithmetic=DEFAULT_ARITHMETIC, dtype="int32"):
+    """The reference: argmax over the classes of :func:`bilinear_upsample` (first index on ties)."""
+    return _first_argmax(bilinear_upsample(scores, size, arithmetic)).astype(dtype)
+
+
+class _AxisBlocks:
+    """One axis of the output cut into blocks: runs of positions sharing both source indices, split into
+    chunks of at most ``span`` positions (the first run from its end, so that an integer scale factor tiles
+    a canvas of ``n`` x ``span`` slots in which the output is one contiguous range, ``crop``)."""
+
+    def __init__(self, in_size, out_size, fused):
+        np = _np()
+        self.i0, self.i1, self.l0, self.l1 = axis_weights(in_size, out_size, fused)
+        self.span = span = max(1, -(-out_size // in_size))
+        key = (self.i0 * (in_size + 1) + self.i1).tolist()
+        starts = [p for p in range(out_size) if p == 0 or key[p] != key[p - 1]]
+        edges = [0]
+        for n, (a, b) in enumerate(zip(starts, starts[1:] + [out_size])):
+            inner = list(range(b - span, a, -span))[::-1] if n == 0 else list(range(a + span, b, span))
+            edges += inner + [b]
+        chunks = list(zip(edges[:-1], edges[1:]))
+        self.n = len(chunks)
+        self.pos = np.zeros((self.n, span), np.int64)
+        self.owner = np.zeros(out_size, np.int64)
+        for k, (a, b) in enumerate(chunks):
+            pad = span - (b - a)
+            slots = [a] * pad + list(range(a, b)) if k == 0 else list(range(a, b)) + [b - 1] * pad
+            self.pos[k] = slots
+            first = k * span + (pad if k == 0 else 0)
+            self.owner[a:b] = np.arange(first, first + b - a)
+        self.s0, self.s1 = self.i0[self.pos[:, 0]], self.i1[self.pos[:, 0]]
+        contiguous = bool(np.all(np.diff(self.owner) == 1))
+        self.crop = slice(int(self.owner[0]), int(self.owner[0]) + out_size) if contiguous else None
+
+    def expand(self, canvas, axis):
+        """The output positions of a canvas axis (a view for a tiling scale factor)."""
+        if self.crop is not None:
+            return canvas[self.crop] if axis == 0 else canvas[:, self.crop]
+        return canvas.take(self.owner, axis)
+
+
+def _sparse_plan(in_size, out_size, arithmetic):
+    key = (tuple(in_size), tuple(out_size), arithmetic)
+    plan = _PLANS.get(key)
+    if plan is None:
+        kernel, fused = _arithmetic(arithmetic)
+        plan = (kernel, fused, _AxisBlocks(in_size[0], out_size[0], fused), _AxisBlocks(in_size[1], out_size[1], fused))
+        if len(_PLANS) > 32:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def sparse_class_map(scores, size, arithmetic=DEFAULT_ARITHMETIC, dtype="int32", stats=None):
+    """The class map of :func:`dense_class_map`, bit for bit, interpolating only the blocks that need it.
+
+    ``stats`` (a dict), when given, receives ``blocks``, ``refined`` (blocks whose 2x2 support has no
+    safe common winner) and ``exact_pixels`` (pixels computed in the exact arithmetic). The result may be
+    a view of a slightly larger array.
+    """
+    with _np().errstate(invalid="ignore", over="ignore"):
+        return _sparse_class_map(scores, size, arithmetic, dtype, stats)
+
+
+def _sparse_class_map(scores, size, arithmetic, dtype, stats):
+    np = _np()
+    x = np.asarray(scores, np.float32)
+    classes = x.shape[0]
+    if classes > np.iinfo(dtype).max + 1:
+        raise ValueError("%d classes do not fit in %s" % (classes, np.dtype(dtype).name))
+    kernel, fused, rows, cols = _sparse_plan(x.shape[1:], size, arithmetic)
+    winner, top, second = _top_two(x)
+    scale = np.maximum(np.abs(top), np.abs(x.min(0)))
+    safe = (top - second > COPY_SLACK * scale + TINY) & (scale < HUGE)
+    w_top, w_bottom = winner[rows.s0], winner[rows.s1]
+    s_top, s_bottom = safe[rows.s0], safe[rows.s1]
+    block = w_top[:, cols.s0]
+    good = (s_top[:, cols.s0] & s_top[:, cols.s1] & s_bottom[:, cols.s0] & s_bottom[:, cols.s1]
+            & (w_top[:, cols.s1] == block) & (w_bottom[:, cols.s0] == block) & (w_bottom[:, cols.s1] == block))
+    canvas = np.empty((rows.n, rows.span, cols.n, cols.span), dtype)
+    canvas.reshape(rows.n, rows.span, -1)[...] = np.repeat(block, cols.span, axis=1)[:, None, :]
+    rb, qb = np.nonzero(~good)
+    exact = _refine(x, winner, (kernel, fused, rows, cols), rb, qb, canvas) if len(rb) else 0
+    if stats is not None:
+        stats.update(blocks=int(good.size), refined=int(len(rb)), exact_pixels=int(exact))
+    flat = canvas.reshape(rows.n * rows.span, cols.n * cols.span)
+    return cols.expand(rows.expand(flat, 0), 1)
+
+
+def _refine(x, winner, plan, rb, qb, canvas):
+    """Class ids of the blocks (rb, qb) into ``canvas``; returns the number of pixels computed exactly."""
+    np = _np()
+    kernel, fused, rows, cols = plan
+    i0, i1, j0, j1 = rows.s0[rb], rows.s1[rb], cols.s0[qb], cols.s1[qb]
+    corners = np.stack([x[:, i0, j0], x[:, i0, j1], x[:, i1, j0], x[:, i1, j1]])  # (4, C, B)
+    scale = np.abs(corners.reshape(-1, len(rb))).max(0)
+    bounded = np.isfinite(scale) & (scale < HUGE)
+    slack = np.where(bounded, COPY_SLACK * scale + TINY, np.inf).astype(np.float32)
+    # class k cannot win anywhere in a block if one class beats it at all four corners by more than the
+    # slack; tried: the winners of two opposite corners and the class with the highest minimum over the four
+    blocks = np.arange(len(rb))
+    leaders = [winner[i0, j0], winner[i1, j1], corners.min(0).argmax(0)]
+    beaten = np.zeros(corners.shape[1:], bool)
+    for leader in leaders:
+        beaten |= (corners[:, leader, blocks][:, None, :] - corners).min(0) > slack
+    candidates = ~beaten
+    count = candidates.sum(0)
+    lowest = candidates.argmax(0)
+    screen = slack * np.float32(SCREEN_SLACK / COPY_SLACK)  # TINY doubled too: still far below any margin
+    exact = 0
+    single = np.flatnonzero(count == 1)  # one class can win: the whole block is that class
+    canvas[rb[single], :, qb[single], :] = lowest[single][:, None, None]
+    pairs = np.flatnonzero(count == 2)
+    if len(pairs):
+        ids = np.stack([lowest[pairs], len(candidates) - 1 - candidates[::-1, pairs].argmax(0)])
+        exact += _refine_pairs(plan, rb[pairs], qb[pairs], ids, corners[:, ids, pairs], screen[pairs],
+                               len(candidates), canvas)
+    low = 3
+    while low <= len(candidates):  # the rest in groups of 3, 4, 5-16, 17-64, ... candidates
+        high = min(low if low <= 4 else 4 * (low - 1), len(candidates))
+        sel = np.flatnonzero((count >= low) & (count <= high))
+        if len(sel):
+            ids = np.argsort(~candidates[:, sel], axis=0, kind="stable")[:high]  # ascending ids first
+            padding = np.arange(high)[:, None] >= count[sel]
+            ids = np.where(padding, ids[count[sel] - 1, np.arange(len(sel))], ids)  # repeat the last id
+            exact += _refine_blocks(plan, rb[sel], qb[sel], ids, padding, corners[:, ids, sel], screen[sel],
+                                    len(candidates), canvas)
+        low = high + 1
+    return exact
+
+
+def _block_weights(rows, cols, rpos, cpos):
+    """(h0, h1, w0, w1) of blocks' pixels, shaped to broadcast to (rows, cols, B): blocks innermost, so
+    that numpy's loops run along them."""
+    return (rows.l0[rpos].T[:, None, :], rows.l1[rpos].T[:, None, :], cols.l0[cpos].T[None], cols.l1[cpos].T[None])
+
+
+def _exact_winners(plan, ids, values, rpos, cpos, b, r, c, classes):
+    """Index into ``ids`` of the exact winner at pixels (b, r, c) of blocks with corner ``values``."""
+    kernel, fused, rows, cols = plan
+    near = values[:, :, b]  # (4, K, P)
+    hr, wc = rpos[b, r], cpos[b, c]
+    scores = _blend(near[0], near[1], near[2], near[3], rows.l0[hr], rows.l1[hr], cols.l0[wc], cols.l1[wc],
+                    kernel, fused, ids[:, b] < classes - classes % NHWC_LANES)
+    return _first_argmax(scores)
+
+
+def _refine_pairs(plan, rb, qb, ids, values, screen, classes, canvas):
+    """Blocks where only two classes can win: the sign of their difference, bilinear in the corners'
+    differences (plain float32), exact where that is too close to call."""
+    np = _np()
+    kernel, fused, rows, cols = plan
+    rpos, cpos = rows.pos[rb], cols.pos[qb]
+    h0, h1, w0, w1 = _block_weights(rows, cols, rpos, cpos)
+    d = values[:, 1] - values[:, 0]  # (4, B)
+    lead = _lerp(_lerp(d[0], d[1], w0, w1, False), _lerp(d[2], d[3], w0, w1, False), h0, h1, False)  # (sr, sc, B)
+    second = lead > 0
+    r, c, b = np.nonzero(~(np.abs(lead) > screen))
+    if len(b):
+        second[r, c, b] = _exact_winners(plan, ids, values, rpos, cpos, b, r, c, classes) == 1
+    first, other = ids.astype(canvas.dtype)
+    canvas[rb, :, qb, :] = (first + second * (other - first)).transpose(2, 0, 1)
+    return len(b)
+
+
+def _refine_blocks(plan, rb, qb, ids, padding, values, screen, classes, canvas):
+    """Blocks whose winner is one of the classes ``ids`` (K, B; ``padding`` repeats a block's last id):
+    every pixel, plain float32 first, exactly where that is too close to call."""
+    np = _np()
+    kernel, fused, rows, cols = plan
+    rpos, cpos = rows.pos[rb], cols.pos[qb]  # (B, span)
+    h0, h1, w0, w1 = _block_weights(rows, cols, rpos, cpos)
+    corner = [np.where(padding, np.float32(-2.0 ** 126), v)[:, None, None, :] for v in values]  # (K, 1, 1, B)
+    approx = _blend(corner[0], corner[1], corner[2], corner[3], h0, h1, w0, w1, "nchw", False, True)
+    win, best, second = _top_two(approx)
+    r, c, b = np.nonzero(~(best - second > screen))
+    if len(b):
+        win[r, c, b] = _exact_winners(plan, ids, values, rpos, cpos, b, r, c, classes)
+    winners = np.empty(win.shape, canvas.dtype)
+    for k, name in enumerate(ids.astype(canvas.dtype)):
+        np.copyto(winners, name, where=win == k)
+    canvas[rb, :, qb, :] = winners.transpose(2, 0, 1)
+    return len(b)
+
+
+def nearest_indices(in_size, out_size):
+    """Source index of each output index for nearest upsampling with pixel centres aligned (half-pixel)."""
+    np = _np()
+    return np.minimum(((np.arange(out_size) + 0.5) * (in_size / out_size)).astype(np.int64), in_size - 1)
+
+
+def nearest_class_map(scores, size, dtype="int32"):
+    """Argmax at the scores' resolution, then nearest upsampling to ``size``: cheap, not exact."""
+    return _resize_nearest(_first_argmax(scores), size).astype(dtype)
+
+
+def _resize_nearest(classes, size):
+    """``classes`` at ``size`` by :func:`nearest_indices` (sorted, so repeating each source index as often
+    as it is used is the same gather - and faster, columns first so the rows are copied whole)."""
+    np = _np()
+    h, w = classes.shape
+    wide = np.repeat(classes, np.bincount(nearest_indices(w, size[1]), minlength=w), axis=1)
+    return np.repeat(wide, np.bincount(nearest_indices(h, size[0]), minlength=h), axis=0)
+
+
+def class_map(logits, size, method="sparse", layout="NCHW", arithmetic=DEFAULT_ARITHMETIC, dtype="int32",
+              stats=None):
+    """Class ids ``(H, W)`` at ``size`` from one image's logits, by one of POST_METHODS.
+
+    ``sparse`` and ``dense`` give the argmax of the bilinear upsampling (align_corners=False) in the
+    given ``arithmetic``; ``nearest`` takes the argmax at the logits' resolution and upsamples it;
+    ``bilinear-half`` / ``bilinear-quarter`` take the exact class map at half / a quarter of ``size``
+    (rounded up) and upsample it with nearest neighbours. ``stats`` as for :func:`sparse_class_map`.
+    """
+    x = class_scores(logits, layout)
+    size = (int(size[0]), int(size[1]))
+    if min(size) < 1:
+        raise ValueError("output size must be positive, got %s" % (list(size),))
+    if method == "sparse":
+        return sparse_class_map(x, size, arithmetic, dtype, stats)
+    if method == "dense":
+        return dense_class_map(x, size, arithmetic, dtype)
+    if method == "nearest":
+        return nearest_class_map(x, size, dtype)
+    if method in ("bilinear-half", "bilinear-quarter"):
+        f = 2 if method == "bilinear-half" else 4
+        middle = (-(-size[0] // f), -(-size[1] // f))
+        return _resize_nearest(sparse_class_map(x, middle, arithmetic, dtype, stats), size)
+    raise ValueError("unknown post-processing method %r: choose from %s" % (method, ", ".join(POST_METHODS)))
+# ====================================================================== end of POST-PROCESSING
+
+
 # -------------------------------------------------------------------------------------------- main
 def measure(args):
     """Load, warm up, time; return the success document."""
