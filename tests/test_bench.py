@@ -231,6 +231,28 @@ def test_onnx_profile_is_pulled(artifacts, env, tmp_path):
     assert any(e.get("cat") == "Node" for e in events)
 
 
+def test_post_processing_timed_on_the_device(artifacts, env, tmp_path):
+    """--post: each method timed by the runner on the device after every run, on a real photo by default;
+    the result pools them per method beside network + post, and the table shows both."""
+    out = tmp_path / "post.json"
+    proc = cli(["--model", str(artifacts["onnx"]), "--device", "ssh:" + env["SSH_DEST"], "--python", sys.executable,
+                "--runs", "3", "--warmup", "1", "--repeat", "2", "--post", "sparse", "--post", "nearest",
+                "--json", str(out)], env)
+    assert proc.returncode == 0, proc.stderr
+    doc = load_result(out)
+    post = doc["post"]
+    assert post["size"] == [64, 64] and post["layout"] == "NCHW" and list(post["methods"]) == ["sparse", "nearest"]
+    for entry in post["methods"].values():
+        assert len(entry["latencies_ms"]) == len(entry["total_ms"]) == 6 == entry["stats"]["count"]
+        assert entry["total_stats"]["p50"] > doc["stats"]["p50"] * 0.5
+    assert doc["runner"]["input_source"] != "random" and "post" not in doc["runner"]
+    assert "post sparse p50 ms" in proc.stdout and "network + nearest p50 ms" in proc.stdout
+    assert leftovers(env) == []
+    proc = cli(["--model", str(artifacts["onnx"]), "--post", "sparse", "--engine", "benchmark_model",
+                "--benchmark-binary", str(out)], env)
+    one_line_error(proc, 2, "--post needs --engine python")
+
+
 @pytest.mark.parametrize("args, pattern", [
     (["--model", "x.onnx", "--compare", "a", "b"], "either --model"),
     (["--model", "tiny.onnx", "--engine", "benchmark_model"], "tflite artifacts only"),

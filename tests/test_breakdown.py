@@ -168,12 +168,16 @@ def test_inputs_are_matched_by_shape_and_mismatches_refused():
 def test_breakdown_on_local_gives_table_json_chart_and_operator_view(tiny, onnx_stages, tmp_path):
     from rich.console import Console
 
-    from topformer_deploy.report.breakdown import breakdown_table, markdown_table, operator_table, write_chart
+    from topformer_deploy.report.breakdown import (breakdown_table, markdown_table, operator_table, post_table,
+                                                   write_chart)
 
     artifacts, options = onnx_stages
-    options = BreakdownOptions(fmt="onnx", input_size=SIZE, warmup=1, runs=4, rounds=2)
+    options = BreakdownOptions(fmt="onnx", input_size=SIZE, warmup=1, runs=4, rounds=2, post=("sparse", "nearest"))
     results = time_artifacts(artifacts, options, lambda msg: None)
     assert all(len(results[s]["latencies_ms"]) == 4 for s in results)
+    numpy_post = results["post-numpy"]["post"]  # the head's logits, class maps by numpy on the device
+    assert numpy_post["size"] == list(SIZE) and numpy_post["layout"] == "NCHW"
+    assert [len(numpy_post["methods"][m]["latencies_ms"]) for m in ("sparse", "nearest")] == [4, 4]
     assert results["sase"]["config_key"] == "tiny/onnx/fp32/t1/64x64/logits/sase"
     view = operator_view(artifacts, options, lambda msg: None)
     assert view["available"] and list(view["stages"]) == list(STAGES)
@@ -190,11 +194,18 @@ def test_breakdown_on_local_gives_table_json_chart_and_operator_view(tiny, onnx_
     assert len(doc["reconciliation_rounds"]) == 2  # one ratio per round, paired in time
     assert doc["reconciliation"] == pytest.approx(float(np.median(doc["reconciliation_rounds"])))
     assert not rows["post"]["in_network"] and rows["post"]["macs"] > 0
+    posts = {r["method"]: r for r in doc["post_methods"]}
+    assert list(posts) == ["in-graph (onnx)", "sparse", "nearest"]
+    assert posts["in-graph (onnx)"]["p50_ms"] == rows["post"]["p50_ms"] and posts["sparse"]["exact"]
+    for row in posts.values():
+        assert row["network_plus_post_ms"] == pytest.approx(doc["whole"]["p50_ms"] + row["p50_ms"])
     text = Console(width=200, record=True)
     text.print(breakdown_table(doc))
     text.print(operator_table(doc))
+    text.print(post_table(doc))
     rendered = text.export_text()
     assert "SASE" in rendered and "sum of stages" in rendered and "operator view" in rendered
+    assert "network + post" in rendered and "nearest" in rendered
     assert markdown_table(doc).count("\n") == 8
     chart = write_chart(doc, tmp_path / "chart.png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -125,6 +125,33 @@ def test_runner_json_and_saved_output_match_in_process(small_models, fmt, tmp_pa
     assert not list(tmp_path.glob(".runner-*"))  # the temp file was moved into place
 
 
+def test_post_processing_is_timed_on_the_device_apart_from_the_run(small_models, tmp_path):
+    code, doc, _ = run_runner("--model", small_models["onnx"], "--runs", 4, "--warmup", 1,
+                              "--post", "sparse,nearest,dense", "--save-output", tmp_path / "out.npy")
+    assert code == 0, doc
+    post = doc["post"]
+    assert post["size"] == [64, 64] and post["layout"] == "NCHW" and post["arithmetic"] == "nchw-fma"
+    assert list(post["methods"]) == ["sparse", "nearest", "dense"]
+    for method, entry in post["methods"].items():
+        assert len(entry["latencies_ms"]) == 4 and all(t > 0 for t in entry["latencies_ms"])
+        assert entry["exact"] is (method != "nearest")
+    assert 0 <= post["methods"]["sparse"]["blocks_refined"] <= 1 and post["methods"]["dense"]["blocks_refined"] is None
+    assert len(doc["latencies_ms"]) == 4
+    code, doc, _ = run_runner("--model", small_models["onnx"], "--runs", 1, "--warmup", 0, "--post", "nearest",
+                              "--post-size", "40x24", "--post-layout", "NCHW")
+    assert code == 0 and doc["post"]["size"] == [40, 24]
+    assert run_runner("--model", small_models["onnx"], "--runs", 1, "--post")[1]["error_kind"] == "bad_input"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--post", "bicubic"], "choose from sparse"),
+    (["--post", "sparse", "--post-size", "64"], "--post-size must be HxW"),
+])
+def test_bad_post_arguments(small_models, args, message):
+    code, doc, _ = run_runner("--model", small_models["onnx"], "--runs", 1, *args)
+    assert code == 2 and doc["error_kind"] == "bad_input" and message in doc["error"]
+
+
 def test_random_inputs_are_seeded(small_models):
     _, a, _ = run_runner("--model", small_models["onnx"], "--runs", 1, "--warmup", 0, "--seed", 3)
     _, b, _ = run_runner("--model", small_models["onnx"], "--runs", 1, "--warmup", 0, "--seed", 3)

@@ -10,6 +10,9 @@ It prints exactly ONE JSON document on stdout, also on failure (``"ok": false`` 
 runtime writes to stdout at the C level is sent to stderr so that the JSON document stays alone.
 Besides the fields of the protocol (``docs/architecture.md``, "Device-side runner") a success also reports
 ``seed``, ``input_source``, ``max_rss_kb`` and, for several outputs, ``output_summaries``.
+
+The file also carries the post-processing an app runs after the network (the section POST-PROCESSING, whose
+public face is ``topformer_deploy.postprocess``): with ``--post`` it is timed here, on the device.
 """
 import argparse
 import hashlib
@@ -60,6 +63,11 @@ def parse_args(argv):
     p.add_argument("--profile", metavar="PREFIX", help="operator profile file prefix: onnxruntime's profiler, or "
                    "for TFLite every operator timed as a one-op model (PREFIX_ops.json)")
     p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help="runtime to use (default auto)")
+    p.add_argument("--post", metavar="METHODS", help="after every run also compute the class map from the logits "
+                   "(numpy, here), timed apart: comma-separated, from " + ", ".join(POST_METHODS))
+    p.add_argument("--post-size", metavar="HxW", help="--post: class map size (default: the model input's)")
+    p.add_argument("--post-layout", choices=("NCHW", "NHWC"),
+                   help="--post: layout of the logits (default NHWC for TFLite, NCHW for ONNX)")
     args = p.parse_args(argv)
     if args.threads < 1:
         raise RunnerError("bad_input", "--threads must be >= 1, got %d" % args.threads)
@@ -955,6 +963,7 @@ def measure(args):
         rng = np.random.default_rng(args.seed)
         arrays = [random_input(info, rng) for info in model.inputs]
     model.set_inputs(arrays)
+    post = PostTimer(args, fmt, model) if args.post else None
 
     first_ms = None
     latencies = []
@@ -980,6 +989,8 @@ def measure(args):
                 first_ms = elapsed
             if i >= args.warmup:
                 latencies.append(elapsed)
+            if post:
+                post.run(model, timed=i >= args.warmup)
     except (RuntimeError, ValueError) as exc:
         raise RunnerError("runtime_error", "inference failed: %s" % _one_line(exc))
 
@@ -1010,6 +1021,7 @@ def measure(args):
         "output_summary": summarize_output(outputs[0]) if outputs else None,
         "profile": {"kind": profile_kind, "file": os.path.abspath(profile_file)} if profile_file else None,
         "max_rss_kb": _max_rss_kb(),
+        "post": post.document() if post else None,
     }
     if len(outputs) > 1:
         doc["output_summaries"] = [summarize_output(o) for o in outputs]
@@ -1019,6 +1031,49 @@ def measure(args):
         except (OSError, ValueError, KeyError) as exc:
             raise RunnerError("runtime_error", "no instruction counts: %s" % _one_line(exc))
     return doc
+
+
+class PostTimer:
+    """``--post``: after every run, fetch the output and compute its class map by each method, each timed
+    on its own (fetch included: what an app pays after ``invoke()`` returns)."""
+
+    def __init__(self, args, fmt, model):
+        self.methods = [m for m in args.post.split(",") if m]
+        unknown = [m for m in self.methods if m not in POST_METHODS]
+        if unknown or not self.methods:
+            raise RunnerError("bad_input", "--post %s: choose from %s" % (args.post, ", ".join(POST_METHODS)))
+        out = model.outputs[0]
+        if len(out["shape"]) != 4:
+            raise RunnerError("bad_input", "--post needs a model whose output is 4-D logits, got %s %s"
+                              % (out["name"], out["shape"]))
+        self.layout = args.post_layout or ("NHWC" if fmt == "tflite" else "NCHW")
+        if args.post_size:
+            try:
+                self.size = tuple(int(v) for v in args.post_size.lower().split("x"))
+            except ValueError:
+                self.size = ()
+            if len(self.size) != 2 or min(self.size) < 1:
+                raise RunnerError("bad_input", "--post-size must be HxW, got %r" % args.post_size)
+        else:
+            shape = model.inputs[0]["shape"]
+            self.size = tuple(shape[1:3] if fmt == "tflite" else shape[2:4])
+        self.latencies = dict((m, []) for m in self.methods)
+        self.refined = {}
+
+    def run(self, model, timed):
+        for method in self.methods:
+            stats = {}
+            start = time.perf_counter()
+            class_map(model.fetch_outputs()[0], self.size, method, self.layout, stats=stats)
+            elapsed = (time.perf_counter() - start) * 1e3
+            if timed:
+                self.latencies[method].append(elapsed)
+            self.refined[method] = stats["refined"] / stats["blocks"] if stats else None
+
+    def document(self):
+        return {"size": list(self.size), "layout": self.layout, "arithmetic": DEFAULT_ARITHMETIC,
+                "methods": dict((m, {"exact": m in EXACT_POST_METHODS, "latencies_ms": self.latencies[m],
+                                     "blocks_refined": self.refined.get(m)}) for m in self.methods)}
 
 
 def _max_rss_kb():

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..artifact import now_iso, read_manifest, sha256_file
+from ..artifact import input_size_of, now_iso, read_manifest, sha256_file
 from ..errors import TopformerDeployError
 from . import conditions as cond
 from .binaries import remember
 from .engines import ENGINES, EngineChoice, choose_engine
 from .lock import device_lock
-from .result import COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config, summarize_instructions
+from .device_runner import POST_METHODS
+from .result import COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config, post_summary,
+                     summarize_instructions
 from .transports import DeviceError, Transport, last_line
 
 RUNNER = Path(__file__).with_name("device_runner.py")
@@ -52,6 +54,7 @@ class BenchOptions:
     profile_dir: str | None = None    # local dir: onnxruntime profile pulled here (python engine, ONNX)
     op_profiling: bool = False        # benchmark_model engine: --enable_op_profiling, rows in runner.benchmark_model.ops
     lock_timeout: float | None = None
+    post: tuple[str, ...] = ()        # python engine: post-processing methods timed after every run (--post)
 
 
 Progress = Callable[[str], None]
@@ -75,6 +78,11 @@ def _check_options(options: BenchOptions) -> None:
         raise TopformerDeployError(f"unknown engine {options.engine!r}: use {', '.join(ENGINES)}")
     if options.engine != "benchmark_model" and not RUNNER.is_file():
         raise TopformerDeployError(f"device runner missing from the installation: {RUNNER}")
+    unknown = [m for m in options.post if m not in POST_METHODS]
+    if unknown:
+        raise TopformerDeployError(f"unknown post-processing method {unknown[0]!r}: use {', '.join(POST_METHODS)}")
+    if options.post and options.engine == "benchmark_model":
+        raise TopformerDeployError("--post needs --engine python (benchmark_model times the network only)")
     if options.input_file and not Path(options.input_file).is_file():
         raise TopformerDeployError(f"{options.input_file}: no such input file")
 
@@ -86,6 +94,7 @@ class _Session:
                  choice: EngineChoice):
         self.t, self.o, self.tmp, self.say = transport, options, tmp, progress
         self.pin: list[str] = []
+        self.post: dict[str, list[str]] = {}   # remote model -> its runner --post arguments
         self.remote_input = None
         self.tool: dict = {}
         self.python = options.python or transport.default_python
@@ -156,6 +165,7 @@ class _Session:
             argv += ["--save-output", f"{self.tmp}/output.npy"]
         if o.profile_dir and o.engine == "python":
             argv += ["--profile", f"{self.tmp}/profile"]
+        argv += self.post.get(remote_model, [])
         # TMPDIR: whatever the runtime writes there (onnxruntime's .ses file) goes with the temp dir
         result = self.t.run(argv, timeout=o.timeout, check=False, env={"TMPDIR": self.tmp})
         doc = _runner_json(result.stdout)
@@ -266,7 +276,21 @@ def _model_entry(path: Path, manifest: dict | None) -> dict:
 
 
 def _runner_summary(doc: dict) -> dict:
-    return {k: v for k, v in doc.items() if k not in ("latencies_ms", "instructions")}
+    return {k: v for k, v in doc.items() if k not in ("latencies_ms", "instructions", "post")}
+
+
+def post_argv(manifest: dict | None, methods) -> list[str]:
+    """The runner's ``--post`` arguments: the methods, with the class map size (the network input) and the
+    logits' layout from the artifact's manifest when there is one."""
+    if not methods:
+        return []
+    argv = ["--post", ",".join(methods)]
+    if manifest:
+        h, w = input_size_of(manifest)
+        argv += ["--post-size", f"{h}x{w}"]
+        if (manifest.get("output") or {}).get("layout") in ("NCHW", "NHWC"):
+            argv += ["--post-layout", manifest["output"]["layout"]]
+    return argv
 
 
 def _result(path, manifest, fmt, options, device, before, after, cores, pinned, hot, runs: list[dict],
@@ -283,7 +307,7 @@ def _result(path, manifest, fmt, options, device, before, after, cores, pinned, 
                         load_ms=first.get("load_ms"), first_ms=first.get("first_ms"),
                         model=_model_entry(path, manifest), runner=_runner_summary(first),
                         repeats=repeats, partial=partial,
-                        instructions=summarize_instructions(runs, manifest, device))
+                        instructions=summarize_instructions(runs, manifest, device), post=post_summary(runs))
 
 
 def run_bench(model: str | Path, transport: Transport, options: BenchOptions | None = None,
@@ -334,6 +358,9 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
         choice = choose_engine(transport, before, options.engine, formats, options.python, options.benchmark_binary)
         options = dataclasses.replace(options, engine=choice.engine)
         say(f"engine: {choice.engine} ({choice.reason})")
+        if options.post and choice.engine != "python":
+            raise TopformerDeployError(f"--post needs the python runner on the device, and the engine is "
+                                       f"{choice.engine} ({choice.reason})")
         runs: list[list[dict]] = [[] for _ in paths]
         total = rounds or options.repeat
         with transport.temp_dir() as tmp:
@@ -341,6 +368,7 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
             pinned = session.set_cores(cores, bool(before.get("taskset")))
             say(f"pushing {len(paths)} model(s) to {transport.name}")
             remote = [session.push_model(p, i) for i, p in enumerate(paths)]
+            session.post = {r: post_argv(m, options.post) for r, m in zip(remote, manifests)}
             for step in range(total):
                 if step and options.cooldown > 0:
                     say(f"cooling down {options.cooldown:g} s")

@@ -78,8 +78,9 @@ def summarize_instructions(runner_docs: list[dict], manifest: dict | None, devic
 def build_result(*, config: dict, device: dict, runtime: dict, conditions: dict, warmup: int, runs: int,
                  latencies_ms: list[float], load_ms: float | None, first_ms: float | None, model: dict,
                  runner: dict, repeats: list[dict] | None = None, partial: bool = False,
-                 instructions: dict | None = None) -> dict:
-    """Assemble (and check) one bench result document (``instructions`` from a simulated core)."""
+                 instructions: dict | None = None, post: dict | None = None) -> dict:
+    """Assemble (and check) one bench result document (``instructions`` from a simulated core; ``post``:
+    see :func:`post_summary`)."""
     from .. import __version__
     from ..stats import summarize
 
@@ -91,9 +92,45 @@ def build_result(*, config: dict, device: dict, runtime: dict, conditions: dict,
            "model": model, "runner": runner, "repeats": repeats or [], "partial": partial}
     if instructions:
         doc["instructions"] = instructions
+    if post:
+        doc["post"] = post
     if not partial:
         validate_result(doc)
     return doc
+
+
+def post_summary(runner_docs: list[dict]) -> dict | None:
+    """The result's ``post`` block from the runner documents of ``--post`` runs (None without): per method,
+    every post latency and every network + post latency (paired run by run), with their statistics.
+
+    ``{"size": [H, W], "layout", "arithmetic", "methods": {method: {"exact", "blocks_refined",
+    "latencies_ms", "total_ms", "stats", "total_stats"}}}``
+    """
+    docs = [d for d in runner_docs if d.get("post")]
+    if not docs:
+        return None
+    first = docs[0]["post"]
+    methods = {}
+    for method, entry in first["methods"].items():
+        post = [x for d in docs for x in d["post"]["methods"][method]["latencies_ms"]]
+        total = [a + b for d in docs for a, b in zip(d["latencies_ms"], d["post"]["methods"][method]["latencies_ms"])]
+        methods[method] = {"exact": entry["exact"], "blocks_refined": entry.get("blocks_refined"),
+                           "latencies_ms": post, "total_ms": total}
+    return merge_post([{**{k: v for k, v in first.items() if k != "methods"}, "methods": methods}])
+
+
+def merge_post(blocks: list[dict]) -> dict:
+    """Post blocks of several results of one configuration pooled into one (statistics recomputed)."""
+    from ..stats import summarize
+
+    merged = {**{k: v for k, v in blocks[0].items() if k != "methods"}, "methods": {}}
+    for method, entry in blocks[0]["methods"].items():
+        post = [x for b in blocks for x in b["methods"][method]["latencies_ms"]]
+        total = [x for b in blocks for x in b["methods"][method]["total_ms"]]
+        merged["methods"][method] = {"exact": entry["exact"], "blocks_refined": entry.get("blocks_refined"),
+                                     "latencies_ms": post, "total_ms": total, "stats": summarize(post),
+                                     "total_stats": summarize(total)}
+    return merged
 
 
 def validate_result(doc: dict) -> dict:

@@ -6,10 +6,11 @@ import numpy as np
 
 from .. import __version__
 from ..artifact import now_iso
+from ..bench.device_runner import EXACT_POST_METHODS
 from ..model import TopFormer
 from ..model.complexity import model_complexity
 from ..model.stages import ALL_STAGES, STAGES
-from .options import BreakdownOptions
+from .options import NUMPY_POST, BreakdownOptions
 
 SCHEMA = "topformer-deploy/breakdown"
 SCHEMA_VERSION = 1
@@ -63,6 +64,7 @@ def summarize_breakdown(model: TopFormer, results: dict[str, dict], artifacts: d
                 "each round and the median over rounds; parameter and MAC shares are of the network's totals",
         "instructions": instruction_summary(rows, results),
         "operator_view": reconcile_operators(op_view, rows),
+        "post_methods": post_methods(results, artifacts, options),
         "results": results,
     }
 
@@ -108,6 +110,21 @@ def instruction_summary(rows: list[dict], results: dict[str, dict]) -> dict | No
             "floor_fraction": (results["full"]["instructions"].get("floor") or {}).get("fraction"),
             "note": "instructions per inference counted on a simulated core; each stage artifact adds the "
                     "interpreter's per-invoke work once, so the stages' sum slightly exceeds the whole"}
+
+
+def post_methods(results: dict[str, dict], artifacts: dict[str, dict], options: BreakdownOptions) -> list[dict]:
+    """Network + post-processing per method: the in-graph post artifact (x8 resize + argmax in the graph),
+    then each numpy method timed on the device after the head (``--post``)."""
+    whole = results["full"]["stats"]["p50"]
+    post = results["post"]["stats"]
+    rows = [{"method": f"in-graph ({options.fmt})", "exact": False, "p50_ms": post["p50"], "p90_ms": post["p90"],
+             "network_plus_post_ms": whole + post["p50"], "blocks_refined": None,
+             "artifact": str(artifacts["post"]["path"])}]
+    for method, entry in ((results.get(NUMPY_POST) or {}).get("post") or {}).get("methods", {}).items():
+        rows.append({"method": method, "exact": method in EXACT_POST_METHODS, "p50_ms": entry["stats"]["p50"],
+                     "p90_ms": entry["stats"]["p90"], "network_plus_post_ms": whole + entry["stats"]["p50"],
+                     "blocks_refined": entry.get("blocks_refined"), "artifact": None})
+    return rows
 
 
 def round_reconciliations(results: dict[str, dict]) -> list[float]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 FORMATS = ("tflite", "onnx")
+#: The results key of the head artifact run with the numpy post-processing methods (``--post``).
+NUMPY_POST = "post-numpy"
 PRECISIONS = ("fp32", "fp16", "int8")
 Progress = Callable[[str], None]
 
@@ -35,6 +37,7 @@ class BreakdownOptions:
     calibration_source: str | None = None
     rounds: int = 5                                # runs are split into rounds, stages interleaved
     profile: bool = True                           # the operator view, where the engine can give one
+    post: tuple[str, ...] = ("sparse",)            # numpy post-processing methods timed on the device (python engine)
 
     def bench_options(self, runs: int | None = None, **overrides):
         """The bench harness options of one timing call with these settings."""

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
+from ..bench.device_runner import POST_METHODS
 from .options import BINARY_HELP, ENGINE_HELP, INPUT_SIZE, SLOWDOWN, default_runs, echo_json
 
 CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with the highest cpufreq maximum)."
@@ -69,12 +72,17 @@ CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with 
               help="With --baseline / --compare on a simulated core: the instruction-count change that counts.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
               show_default=True, help="With --baseline / --compare: significance level.")
+@click.option("--post", "post", multiple=True, type=click.Choice(POST_METHODS), metavar="METHOD",
+              help="python engine: after every run also compute the class map from the logits on the device "
+                   "(numpy), timed apart; repeat for several. sparse and dense are exact, nearest, "
+                   "bilinear-half and bilinear-quarter are cheaper (docs/postprocessing.md). The sparse "
+                   "method's cost depends on the image: without --input a real photo is fed.")
 @click.option("--breakdown", is_flag=True,
               help="With a variant name: time each stage (TPM, SASE, SIM, head, post) beside the whole model "
                    "(as `topformer-deploy breakdown`, fp32).")
 def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, cooldown, max_temp, allow_hot,
           engine, benchmark_binary, op_profiling, adb_path, ssh_config, python, timeout, fmt, input_size, input_file,
-          save_output, profile_dir, json_out, baseline, save_baseline, max_slowdown, tolerance, alpha, breakdown):
+          save_output, profile_dir, json_out, baseline, save_baseline, max_slowdown, tolerance, alpha, post, breakdown):
     """Measure an artifact's latency on the device, under recorded conditions.
 
     The device is locked for the duration (a second bench on it waits), the conditions (CPU
@@ -88,6 +96,7 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
       topformer-deploy bench --device adb:SERIAL --benchmark-binary ./benchmark_model   (once; then without it)
       topformer-deploy bench --model artifacts/topformer_tiny_512x512_fp32_logits.tflite
       topformer-deploy bench --model tiny --device ssh:pi@raspberrypi --json tiny.json
+      topformer-deploy bench --model m.tflite --post sparse --post nearest
       topformer-deploy bench --compare old.tflite new.tflite --device ssh:pi@raspberrypi --runs 10 --rounds 10
     """
     from ..bench.cache import resolve_model
@@ -114,10 +123,15 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
                            repeat=repeat, max_temp=max_temp, allow_hot=allow_hot, engine=engine,
                            benchmark_binary=benchmark_binary, op_profiling=op_profiling, python=python,
                            timeout=timeout,
-                           input_file=input_file, save_output=save_output, profile_dir=profile_dir)
+                           input_file=input_file, save_output=save_output, profile_dir=profile_dir,
+                           post=tuple(post))
     save_partial = (lambda doc: write_json(json_out, doc)) if json_out and not to_stdout else None
-    with _status(err) as say:
+    with _status(err) as say, tempfile.TemporaryDirectory(prefix="topformer-bench-") as scratch:
         paths = [resolve_model(m, fmt, input_size, say) for m in (compare or [model])]
+        if post and not input_file:
+            from ..bench.inputs import write_photo_input
+
+            options.input_file = str(write_photo_input(paths[0], Path(scratch) / "photo.npy"))
         transport = open_transport(device, adb_path=adb_path, ssh_config=ssh_config, progress=say)
         try:
             if compare:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..bench.device_runner import POST_METHODS
 from .options import BINARY_HELP, ENGINE_HELP, INPUT_SIZE, VARIANT, default_runs, echo_json
 
 
@@ -44,6 +45,10 @@ from .options import BINARY_HELP, ENGINE_HELP, INPUT_SIZE, VARIANT, default_runs
 @click.option("--input-size", type=INPUT_SIZE, default="512", show_default=True,
               help="512 or HxW (multiples of 64).")
 @click.option("--no-profile", is_flag=True, help="Skip the operator view (profiler run).")
+@click.option("--post", "post", multiple=True, type=click.Choice(POST_METHODS), default=("sparse",),
+              show_default=True, metavar="METHOD",
+              help="python engine: numpy post-processing methods timed on the device after the head, beside "
+                   "the in-graph post artifact (repeat for several; see docs/postprocessing.md).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where the stage artifacts and their inputs go (default artifacts/breakdown/<config>).")
 @click.option("--json", "json_out", metavar="OUT", default=None,
@@ -51,8 +56,8 @@ from .options import BINARY_HELP, ENGINE_HELP, INPUT_SIZE, VARIANT, default_runs
 @click.option("--chart", "chart_out", type=click.Path(dir_okay=False), default=None,
               help="Write the PNG chart (parameter / MAC / latency share per stage) here.")
 def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, engine, benchmark_binary, adb_path,
-              ssh_config, python, threads, warmup, runs, rounds, cores, allow_hot, input_size, no_profile, out_dir,
-              json_out, chart_out):
+              ssh_config, python, threads, warmup, runs, rounds, cores, allow_hot, input_size, no_profile, post,
+              out_dir, json_out, chart_out):
     """Time each stage of TopFormer on the device, beside the whole model.
 
     Exports TPM, SASE (pooling + transformer blocks), SIM, head and the post-processing (x8 bilinear
@@ -84,7 +89,7 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
     options = BreakdownOptions(fmt=fmt, precision=precision, input_size=input_size, device=device, engine=engine,
                                threads=threads, warmup=warmup, runs=runs, rounds=rounds, cores=cores,
                                benchmark_binary=benchmark_binary, adb_path=adb_path, ssh_config=ssh_config,
-                               python=python, allow_hot=allow_hot, profile=not no_profile)
+                               python=python, allow_hot=allow_hot, profile=not no_profile, post=tuple(post))
     partial = Path(json_out).with_suffix(".partial.json") if json_out and not to_stdout else None
     quiet = _stdout_to_stderr() if to_stdout else contextlib.nullcontext()
     with quiet, _status(err) as say:  # converters print progress on stdout; keep it for the JSON alone
@@ -108,8 +113,8 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
 def show_breakdown(doc: dict, json_out: str | None = None, chart_out: str | None = None) -> None:
     """Write the JSON / chart asked for and print the tables (or the JSON with ``--json -``)."""
     from ..files import write_json
-    from ..report.breakdown import (breakdown_table, operator_note, operator_table, slowest_operators_table,
-                                    write_chart)
+    from ..report.breakdown import (breakdown_table, operator_note, operator_table, post_table,
+                                    slowest_operators_table, write_chart)
     from ..report.common import console
 
     err = console(stderr=True)
@@ -122,6 +127,9 @@ def show_breakdown(doc: dict, json_out: str | None = None, chart_out: str | None
     else:
         out = console()
         out.print(breakdown_table(doc))
+        posts = post_table(doc)
+        if posts is not None:
+            out.print(posts)
         ops = operator_table(doc)
         out.print(ops if ops is not None else operator_note(doc))
         slowest = slowest_operators_table(doc)

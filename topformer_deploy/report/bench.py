@@ -36,6 +36,11 @@ def runs_text(doc: dict) -> str:
     return f"{count} ({doc.get('warmup')})"
 
 
+def _refined(post: dict) -> str:
+    share = post.get("blocks_refined")
+    return "" if share is None else f" ({share:.0%} of blocks refined)"
+
+
 def result_table(doc: dict, title: str | None = None):
     """A rich Table of one result (or of both sides of a compare document): one row per figure."""
     docs = [doc] if doc.get("schema") != COMPARE_SCHEMA else [doc["a"], doc["b"]]
@@ -65,12 +70,16 @@ def result_table(doc: dict, title: str | None = None):
                                     for c in cond]),
         ("hot / throttled", [f"{'HOT' if c.get('hot') else 'no'} / {c.get('throttled') or '-'}" for c in cond]),
     ]
+    for method in (first.get("post") or {}).get("methods", {}):
+        entries = [((d.get("post") or {}).get("methods") or {}).get(method) or {} for d in docs]
+        rows.append((f"post {method} p50 ms", [fmt((e.get("stats") or {}).get("p50")) + _refined(e) for e in entries]))
+        rows.append((f"network + {method} p50 ms", [fmt((e.get("total_stats") or {}).get("p50")) for e in entries]))
     if simulated:  # emulated wall time: kept, labelled for what it is
         rows = [(f"{name} (emulated)" if name.endswith(" ms") or name == "CV" else name, cells)
                 for name, cells in rows if not name.startswith(("temp", "hot", "cores"))]
     bold = "instructions / inference (M)" if simulated else "p50 ms"
     for name, cells in rows:
-        table.add_row(name, *cells, style="bold" if name == bold else None)
+        table.add_row(name, *cells, style="bold" if name == bold or name.startswith("network +") else None)
     if simulated:
         table.caption = (docs[0]["device"].get("simulation") or {}).get("note")
     return table

@@ -68,6 +68,24 @@ def instruction_breakdown_table(doc: dict) -> Table:
     return table
 
 
+def post_table(doc: dict) -> Table | None:
+    """Network + post-processing per method (the in-graph post artifact, the numpy methods on the device)."""
+    rows = doc.get("post_methods")
+    if not rows:
+        return None
+    caption = "network + post = whole model p50 + post p50; exact = the class map of PyTorch's bilinear + argmax"
+    if doc["config"].get("weights") == "random":
+        caption += ("; random weights give near-tied logits, so the sparse method refines most blocks here: "
+                    "time it with --checkpoint")
+    table = Table(title="post-processing: what an app pays after the network", caption=caption)
+    for name in ("method", "exact", "post p50 ms", "post p90 ms", "network + post ms", "blocks refined"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for row in rows:
+        table.add_row(row["method"], "yes" if row["exact"] else "no", f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
+                      f"{row['network_plus_post_ms']:.2f}", pct(row["blocks_refined"]))
+    return table
+
+
 def operator_table(doc: dict) -> Table | None:
     """The profiler's operator time per stage (whole model), or None when the engine gave none."""
     view = doc.get("operator_view") or {}
