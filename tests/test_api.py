@@ -12,19 +12,21 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "topformer_deploy"
 PUBLIC = ["topformer_deploy", "topformer_deploy.model", "topformer_deploy.export", "topformer_deploy.bench",
-          "topformer_deploy.breakdown", "topformer_deploy.gate", "topformer_deploy.eval", "topformer_deploy.report"]
+          "topformer_deploy.breakdown", "topformer_deploy.gate", "topformer_deploy.eval", "topformer_deploy.report",
+          "topformer_deploy.postprocess"]
 #: The pipeline, top to bottom: a module may import its own layer and the layers above it, never below.
 LAYERS = [
     {"errors", "files", "lazy", "stats"},
     {"artifact", "images", "data"},
     {"model"},
     {"export"},
-    {"bench", "eval"},
+    {"bench", "eval", "postprocess"},
     {"breakdown", "gate"},
     {"report"},
     {"cli", "testing", "__init__", "__main__"},
 ]
 TORCH_FREE = ["topformer_deploy", "topformer_deploy.artifact", "topformer_deploy.model.stages",
+              "topformer_deploy.postprocess",
               "topformer_deploy.bench.harness", "topformer_deploy.bench.conditions", "topformer_deploy.bench.readiness",
               "topformer_deploy.gate.compare",
               "topformer_deploy.report.gate", "topformer_deploy.report.bench", "topformer_deploy.cli"]

@@ -261,3 +261,48 @@ def test_broken_artifact_is_one_clear_line(demo_data, artifacts, tmp_path):
 def test_agreement_reference_comes_from_the_manifest(demo_data, artifacts, checkpoint):
     (row,) = evaluate_models([str(artifacts["onnx"])], demo_data, num_images=1)
     assert row["reference"] == str(checkpoint) and row["agreement"] >= 0.999
+
+
+# ----------------------------------------------------------------------------------------- post-processing
+def test_each_post_processing_method_is_one_row(demo_data, tmp_path):
+    """The trained demo model scored by every method: the exact ones agree fully with the reference's exact
+    map and with each other, the cheap ones give up some agreement; an in-graph class map gets one row."""
+    from pathlib import Path
+
+    from topformer_deploy.postprocess import POST_METHODS
+
+    demo = str(Path(__file__).resolve().parents[1] / "models" / "topformer_tiny_demo.pth")
+    data = write_dataset(tmp_path / "val", count=2, size=(128, 128), seed=0, split="val")
+    rows = {r["post"]: r for r in evaluate_models([demo], data, post=POST_METHODS)}
+    assert list(rows) == list(POST_METHODS) and all(r["name"] == "topformer_tiny_demo.pth" for r in rows.values())
+    assert rows["sparse"]["agreement"] == rows["dense"]["agreement"] == 1.0
+    assert rows["sparse"]["miou"] == rows["dense"]["miou"]
+    assert 0.9 < rows["nearest"]["agreement"] < 1.0
+    assert rows["nearest"]["agreement"] < rows["bilinear-quarter"]["agreement"] < 1.0
+    with pytest.raises(Exception, match="unknown post-processing method"):
+        evaluate_models([demo], data, post=("bicubic",))
+
+
+def test_eval_cli_post_option(checkpoint, demo_data):
+    result = CliRunner().invoke(main, ["eval", "--model", str(checkpoint), "--data", str(demo_data), "--num-images",
+                                       "1", "--post", "sparse", "--post", "nearest", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["post"] for r in json.loads(result.stdout)] == ["sparse", "nearest"]
+    table = CliRunner().invoke(main, ["eval", "--model", str(checkpoint), "--data", str(demo_data),
+                                      "--num-images", "1", "--post", "nearest"])
+    assert table.exit_code == 0 and "nearest" in table.stdout
+    bad = CliRunner().invoke(main, ["eval", "--model", str(checkpoint), "--data", str(demo_data), "--post", "x"])
+    assert bad.exit_code == 2 and "'x' is not one of" in bad.stderr
+
+
+@pytest.mark.slow
+def test_in_graph_class_maps_get_one_row(checkpoint, demo_data, artifacts):
+    from topformer_deploy import load_checkpoint
+    from topformer_deploy.export import export_model
+
+    in_graph = export_model(load_checkpoint(checkpoint), "onnx", artifacts.out / "argmax", input_size=SIZE,
+                            output="argmax-full", checkpoint=checkpoint, verify=False).path
+    rows = evaluate_models([str(checkpoint), str(in_graph)], demo_data, num_images=2, post=("sparse", "nearest"))
+    assert [(r["format"], r["post"], r["output"]) for r in rows] == [
+        ("pytorch", "sparse", "logits"), ("pytorch", "nearest", "logits"), ("onnx", "in-graph", "argmax-full")]
+    assert rows[2]["agreement"] > 0.99  # onnxruntime's resize + argmax against PyTorch's exact map

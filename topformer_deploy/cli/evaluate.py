@@ -5,6 +5,7 @@ import contextlib
 
 import click
 
+from ..bench.device_runner import POST_METHODS
 from .options import INPUT_SIZE, echo_json
 
 
@@ -50,16 +51,21 @@ class IgnoreIndex(click.ParamType):
 @click.option("--sensitivity", is_flag=True,
               help="Quantize one stage at a time (TPM, SASE, SIM, head; int8 ONNX at --input-size, default 512, "
                    "calibrated on synthetic images) and report each one's mIoU drop. Takes one checkpoint.")
+@click.option("--post", "post", multiple=True, type=click.Choice(POST_METHODS), default=("sparse",),
+              show_default=True, metavar="METHOD",
+              help="How logits become class ids at the label size (repeat for one row per method): sparse / "
+                   "dense are PyTorch's bilinear + argmax exactly, nearest / bilinear-half / bilinear-quarter "
+                   "are cheaper (docs/postprocessing.md). Models with an in-graph class map get one row.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for PyTorch and the runtimes (ms/image is wall time at this setting).")
 @click.option("--per-class", is_flag=True, help="Also print per-class IoU.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows instead of a table.")
 def evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, input_size, reference, skip_out_of_range,
-             sensitivity, threads, per_class, as_json):
-    """Segmentation accuracy of each --model on a labelled folder, one row per model.
+             sensitivity, post, threads, per_class, as_json):
+    """Segmentation accuracy of each --model on a labelled folder, one row per model (and --post method).
 
-    Pixel agreement is the share of pixels where a model's class equals the float PyTorch model's,
-    both run at the same input size.
+    Pixel agreement is the share of pixels where a model's class equals the float PyTorch model's exact
+    class map, both run at the same input size.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -89,7 +95,7 @@ def evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inpu
             with quiet:  # the quantizers print to stdout; keep --json clean
                 rows = _sensitivity(_one_checkpoint(models), data_dir, on_image, show, **kwargs)
         else:
-            rows = evaluate_models(models, data_dir, reference=reference, on_image=on_image, **kwargs)
+            rows = evaluate_models(models, data_dir, reference=reference, on_image=on_image, post=post, **kwargs)
     finally:
         if progress.live.is_started:
             progress.stop()
@@ -149,10 +155,10 @@ def _table(rows, sensitivity: bool):
     if sensitivity:
         title = f"int8 one stage at a time (mIoU drop in points vs float); {title}"
     table = Table(title=title)
-    columns = (["stage", "mIoU drop"] if sensitivity else ["model", "format", "prec"]) + \
+    columns = (["stage", "mIoU drop"] if sensitivity else ["model", "format", "prec", "post"]) + \
         ["input", "mIoU %", "acc %", "agree %", "ms/img"]
     for col in columns:
-        table.add_column(col, justify="left" if col in ("stage", "model", "format", "prec") else "right",
+        table.add_column(col, justify="left" if col in ("stage", "model", "format", "prec", "post") else "right",
                          overflow="fold", no_wrap=col != "model")
     for r in rows:
         size = "x".join(map(str, r["input_size"])) if isinstance(r["input_size"], list) else r["input_size"]
@@ -160,7 +166,7 @@ def _table(rows, sensitivity: bool):
         if sensitivity:  # the rows are the float model, then int8 with only that stage quantized
             cells = [r["stage"], f"{r['miou_drop_points']:+.2f}"] + cells
         else:
-            cells = [r["name"], r["format"], r["precision"]] + cells
+            cells = [r["name"], r["format"], r["precision"], r["post"]] + cells
         table.add_row(*cells)
     return table
 
@@ -172,7 +178,8 @@ def _per_class_table(rows):
     table = Table(title="IoU % per class")
     table.add_column("class")
     for r in rows:
-        table.add_column(r["name"], justify="right")
+        table.add_column(r["name"] if r.get("post") in (None, "sparse") else f"{r['name']} ({r['post']})",
+                         justify="right")
     for c, name in enumerate(names):
         table.add_row(name, *(_pct(r["per_class_iou"][c]) if c < len(r["per_class_iou"]) else "-" for r in rows))
     return table

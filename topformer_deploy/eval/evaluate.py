@@ -2,7 +2,9 @@
 
 Metrics come from one confusion matrix per model accumulated over the whole folder (as mmseg does).
 Every model sees the same images, preprocessed by :func:`topformer_deploy.images.preprocess` at its input
-size; its class scores are upsampled (bilinear, align_corners=False) to the label size before the argmax.
+size; its class scores become class ids at the label size by a post-processing method of
+:mod:`topformer_deploy.postprocess` - by default ``sparse``, which gives PyTorch's bilinear upsampling
+(align_corners=False) + argmax bit for bit, in the arithmetic PyTorch uses on this machine.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from PIL import Image
 from ..artifact import MEAN, STD, input_size_of, quantize_array, read_manifest, sha256_file
 from ..errors import TopformerDeployError
 from ..images import preprocess
+from ..postprocess import POST_METHODS, class_map, torch_arithmetic
 from .dataset import load_pair, read_dataset
 from .metrics import confusion_matrix, prepare_labels, scores
 
@@ -33,9 +36,19 @@ class Segmenter:
     manifest: dict | None = None
     _model: object = field(default=None, repr=False)
 
+    @property
+    def semantics(self) -> str:
+        """What the model outputs: "logits", or a class map made in the graph ("argmax", "argmax-full")."""
+        return ((self.manifest or {}).get("output") or {}).get("semantics", "logits")
+
     def predict(self, image: np.ndarray, label_size: tuple[int, int],
-                input_size: tuple[int, int] | None = None) -> np.ndarray:
-        """Class ids ``(H, W)`` at ``label_size`` for an RGB uint8 image (checkpoints: at ``input_size``)."""
+                input_size: tuple[int, int] | None = None, post: str = "sparse") -> np.ndarray:
+        """Class ids ``(H, W)`` at ``label_size`` for an RGB uint8 image (checkpoints: at ``input_size``), the
+        logits turned into classes by the post-processing method ``post``."""
+        return self.classes(self.output(image, input_size), label_size, post)
+
+    def output(self, image: np.ndarray, input_size: tuple[int, int] | None = None) -> np.ndarray:
+        """The model's output for an RGB uint8 image: NCHW float32 logits, or its class map."""
         size = input_size or self.input_size or image.shape[:2]
         spec = (self.manifest or {}).get("input", {})
         x = preprocess(image, size, spec.get("mean", MEAN), spec.get("std", STD))
@@ -43,34 +56,31 @@ class Segmenter:
             import torch
 
             with torch.no_grad():
-                return _to_classes(self._model(torch.from_numpy(x)).numpy(), "logits", label_size)
-        return self._predict_artifact(x, label_size)
-
-    def _predict_artifact(self, x: np.ndarray, label_size: tuple[int, int]) -> np.ndarray:
+                return self._model(torch.from_numpy(x)).numpy()
         spec, out = self.manifest["input"], self.manifest["output"]
         if spec.get("layout") == "NHWC":
             x = x.transpose(0, 2, 3, 1)
         if spec.get("dtype", "float32") in ("int8", "uint8"):  # --int8-io: quantize as the manifest says
             x = quantize_array(x, **spec["quantization"], dtype=spec["dtype"])
         (y,) = self._model.run([np.ascontiguousarray(x)])
-        semantics = out.get("semantics", "logits")
-        if semantics == "logits" and out.get("layout") == "NHWC":
+        if self.semantics == "logits" and out.get("layout") == "NHWC":
             y = y.transpose(0, 3, 1, 2)
         # int8 logits need no dequantization: argmax is unchanged by a positive scale and an offset
-        return _to_classes(y.astype(np.float32) if semantics == "logits" else y, semantics, label_size)
+        return np.ascontiguousarray(y, np.float32) if self.semantics == "logits" else y
+
+    def classes(self, y: np.ndarray, label_size: tuple[int, int], post: str = "sparse") -> np.ndarray:
+        """:meth:`output` -> class ids at ``label_size`` (``post`` applies to logits)."""
+        return _to_classes(y, self.semantics, label_size, post)
 
 
-def _to_classes(y: np.ndarray, semantics: str, label_size: tuple[int, int]) -> np.ndarray:
-    """Model output -> class ids at ``label_size``: logits are upsampled bilinearly before the argmax
-    (as the official evaluation does); class maps are resized with nearest neighbour."""
-    import torch
-    import torch.nn.functional as F
-
+def _to_classes(y: np.ndarray, semantics: str, label_size: tuple[int, int], post: str = "sparse") -> np.ndarray:
+    """Model output -> class ids at ``label_size``: logits by the post-processing method ``post`` (``sparse``
+    is PyTorch's bilinear + argmax, as the official evaluation does it); class maps made in the graph are
+    resized with nearest neighbour."""
     if semantics == "logits":
-        logits = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-        if tuple(logits.shape[-2:]) != tuple(label_size):
-            logits = F.interpolate(logits, size=label_size, mode="bilinear", align_corners=False)
-        return logits[0].argmax(0).numpy()
+        size = (int(label_size[0]), int(label_size[1]))
+        arithmetic = torch_arithmetic(y.shape[1], y.shape[2:], size)
+        return class_map(y, size, post, arithmetic=arithmetic, dtype="int64")
     classes = np.asarray(y).reshape(y.shape[-2:]) if np.asarray(y).ndim > 2 else np.asarray(y)
     if classes.shape != tuple(label_size):
         classes = np.asarray(Image.fromarray(classes.astype(np.int32)).resize(label_size[::-1], Image.NEAREST))
@@ -169,32 +179,40 @@ def evaluate_models(models: Sequence[str], data_dir: str | os.PathLike, *, num_i
                     ignore_index: int | None | str = "auto", reduce_zero_label: bool | None = None,
                     input_size: tuple[int, int] | None = None, reference: str | None = None,
                     skip_out_of_range: bool = False, threads: int | None = 1,
-                    on_image: Callable[[int, int], None] | None = None) -> list[dict]:
-    """One row per model: mIoU, pixel accuracy, per-class IoU and pixel agreement with the float model.
+                    on_image: Callable[[int, int], None] | None = None,
+                    post: Sequence[str] = ("sparse",)) -> list[dict]:
+    """One row per model and post-processing method: mIoU, pixel accuracy, per-class IoU and pixel
+    agreement with the float model's exact class map.
 
     ``input_size`` applies to checkpoints (artifacts use their manifest's size; default: each image's own
     size). ``reference`` is the float PyTorch checkpoint for agreement (default :func:`default_reference`;
     ``reference_note`` says why there is none); it runs at each model's input size, so agreement isolates
-    conversion/quantization from resizing. A label value that is neither a class of the models nor the
-    ignore index is an error (the convention is probably wrong), unless ``skip_out_of_range``: then such
-    pixels are left out and counted (``out_of_range_pixels``). ``threads`` is used by PyTorch and the
-    runtimes alike (1 by default: on a busy machine more threads can be several times slower).
+    conversion/quantization from resizing, and its logits become classes exactly (``sparse``). ``post``
+    lists the methods of :mod:`topformer_deploy.postprocess` each logits model is scored with (a model whose
+    graph makes the class map gets one row, post ``in-graph``). A label value that is neither a class of the
+    models nor the ignore index is an error (the convention is probably wrong), unless ``skip_out_of_range``:
+    then such pixels are left out and counted (``out_of_range_pixels``). ``threads`` is used by PyTorch and
+    the runtimes alike (1 by default: on a busy machine more threads can be several times slower).
     ``on_image(done, total)`` reports progress.
     """
     import torch
 
+    unknown = [m for m in post if m not in POST_METHODS]
+    if unknown or not post:
+        raise TopformerDeployError(f"unknown post-processing method {(unknown or [''])[0]!r}: "
+                                   f"use {', '.join(POST_METHODS)}")
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         return _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, input_size, reference,
-                         skip_out_of_range, threads, on_image)
+                         skip_out_of_range, threads, on_image, tuple(post))
     finally:
         torch.set_num_threads(previous)
 
 
 def _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, input_size, reference,
-              skip_out_of_range, threads, on_image) -> list[dict]:
+              skip_out_of_range, threads, on_image, post) -> list[dict]:
     if not models:
         raise TopformerDeployError("give at least one model (checkpoint or exported artifact)")
     pairs, info = read_dataset(data_dir, num_images)
@@ -207,9 +225,11 @@ def _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inp
     _check_classes(segmenters, info, reduce)
     classes = min(s.num_classes for s in segmenters)
     needed = _needed_size(segmenters)
-    confusions = [np.zeros((s.num_classes, s.num_classes), np.int64) for s in segmenters]
-    agree = np.zeros(len(segmenters), np.int64)
-    seconds = np.zeros(len(segmenters))
+    jobs = [(i, method) for i, seg in enumerate(segmenters)
+            for method in (post if seg.semantics == "logits" else ("in-graph",))]
+    confusions = [np.zeros((segmenters[i].num_classes,) * 2, np.int64) for i, _ in jobs]
+    agree = np.zeros(len(jobs), np.int64)
+    seconds = np.zeros(len(jobs))
     total_pixels = out_of_range = 0
     for done, (image_path, label_path) in enumerate(pairs, 1):
         image, raw_label = load_pair(image_path, label_path, needed)
@@ -224,15 +244,21 @@ def _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inp
         ref_preds: dict = {}
         for i, seg in enumerate(segmenters):
             start = time.perf_counter()
-            pred = seg.predict(image, size)
-            seconds[i] += time.perf_counter() - start
-            confusions[i] += confusion_matrix(pred, label, seg.num_classes)
-            if ref is not None:
-                key = seg.input_size or image.shape[:2]
-                if key not in ref_preds:
-                    same = seg.format == "pytorch" and seg.path == ref.path
-                    ref_preds[key] = pred if same else ref.predict(image, size, key)
-                agree[i] += int(np.count_nonzero(ref_preds[key] == pred))
+            y = seg.output(image)
+            network = time.perf_counter() - start
+            key = seg.input_size or image.shape[:2]
+            if ref is not None and key not in ref_preds:
+                same = seg.format == "pytorch" and seg.path == ref.path
+                ref_preds[key] = seg.classes(y, size) if same else ref.predict(image, size, key)
+            for j, (owner, method) in enumerate(jobs):
+                if owner != i:
+                    continue
+                start = time.perf_counter()
+                pred = seg.classes(y, size, "sparse" if method == "in-graph" else method)
+                seconds[j] += network + time.perf_counter() - start
+                confusions[j] += confusion_matrix(pred, label, seg.num_classes)
+                if ref is not None:
+                    agree[j] += int(np.count_nonzero(ref_preds[key] == pred))
         total_pixels += raw_label.size
         if on_image:
             on_image(done, len(pairs))
@@ -240,17 +266,17 @@ def _evaluate(models, data_dir, num_images, ignore_index, reduce_zero_label, inp
         raise TopformerDeployError(f"{data_dir}: no pixel to score: every label value is the ignore index "
                                    f"{ignore}{' (after reduce_zero_label)' if reduce else ''} or out of range")
     rows = []
-    for i, seg in enumerate(segmenters):
-        result = scores(confusions[i])
+    for j, (i, method) in enumerate(jobs):
+        seg, result = segmenters[i], scores(confusions[j])
         rows.append({"model": seg.path, "name": Path(seg.path).name, "format": seg.format,
                      "precision": seg.precision,
                      "input_size": list(seg.input_size) if seg.input_size else "native",
-                     "output": (seg.manifest or {}).get("output", {}).get("semantics", "logits"),
+                     "output": seg.semantics, "post": method,
                      "images": len(pairs), "miou": result["miou"], "pixel_accuracy": result["pixel_accuracy"],
-                     "agreement": float(agree[i] / total_pixels) if ref is not None else None,
+                     "agreement": float(agree[j] / total_pixels) if ref is not None else None,
                      "reference": reference, "reference_note": note, "per_class_iou": result["per_class_iou"],
                      "classes": (info or {}).get("classes") if not reduce else None,
-                     "ms_per_image": 1000 * seconds[i] / len(pairs), "threads": threads,
+                     "ms_per_image": 1000 * seconds[j] / len(pairs), "threads": threads,
                      "reduce_zero_label": reduce, "ignore_index": ignore, "pixels": result["pixels"],
                      "out_of_range_pixels": out_of_range})
     return rows
