@@ -178,10 +178,14 @@ def test_non_finite_scores_follow_the_reference():
     x[1, 5, 6] = np.inf
     x[0, 0, 0] = -np.inf
     x[3, 7, 7] = 3e38  # sums of this overflow: never copied
-    for arithmetic in pp.ARITHMETICS:
-        assert np.array_equal(pp.sparse_class_map(x, (64, 64), arithmetic), pp.dense_class_map(x, (64, 64), arithmetic))
-    assert np.array_equal(pp.dense_class_map(x, (64, 64), pp.torch_arithmetic(4, (8, 8), (64, 64))),
-                          torch_classes(x, (64, 64)))
+    x[1, 2, 5] = np.nan
+    two = x[:2].copy()  # two classes: a block where both can win holds a NaN
+    for scores in (x, two):
+        for arithmetic in pp.ARITHMETICS:
+            assert np.array_equal(pp.sparse_class_map(scores, (64, 64), arithmetic),
+                                  pp.dense_class_map(scores, (64, 64), arithmetic))
+        arithmetic = pp.torch_arithmetic(len(scores), (8, 8), (64, 64))
+        assert np.array_equal(pp.dense_class_map(scores, (64, 64), arithmetic), torch_classes(scores, (64, 64)))
 
 
 # ------------------------------------------------------------------------------------------------ real photos

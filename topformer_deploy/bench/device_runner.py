@@ -538,9 +538,9 @@ NHWC_LANES = 8
 #: A winner is copied where it leads by more than COPY_SLACK x max|score| + TINY at every corner: 16 units
 #: of float32 roundoff, above the 10 that two scores computed with <= 5 roundings per term can be off by.
 COPY_SLACK = 2.0 ** -20
-#: The plain float32 pre-computation decides a pixel where its winner leads by more than this (32 units:
-#: its own error and the exact kernel's, 18 units together).
-SCREEN_SLACK = 2.0 ** -19
+#: The plain float32 pre-computation decides a pixel where its winner leads by more than this x max|score|
+#: (64 units: its own error, at most 16, and the exact kernel's, 10, are 26 together).
+SCREEN_SLACK = 2.0 ** -18
 #: Absolute slack (covers underflow) and the magnitude above which nothing is copied (sums could overflow).
 TINY = 2.0 ** -140
 HUGE = 2.0 ** 120
@@ -773,9 +773,16 @@ def _sparse_class_map(scores, size, arithmetic, dtype, stats):
     if classes > np.iinfo(dtype).max + 1:
         raise ValueError("%d classes do not fit in %s" % (classes, np.dtype(dtype).name))
     kernel, fused, rows, cols = _sparse_plan(x.shape[1:], size, arithmetic)
-    winner, top, second = _top_two(x)
+    top = x.max(0)
     scale = np.maximum(np.abs(top), np.abs(x.min(0)))
-    safe = (top - second > COPY_SLACK * scale + TINY) & (scale < HUGE)
+    # safe: every other class is below top - slack, so only the winner reaches it (NaN reaches nothing);
+    # where one class reaches, the sum of the ids that do is the winner
+    reach = (x >= top - (COPY_SLACK * scale + TINY)).view(np.int8)
+    weights = np.stack([np.ones(classes, np.int32), np.arange(classes, dtype=np.int32)])
+    count, winner = np.einsum("jk,khw->jhw", weights, reach)
+    safe = (count == 1) & (scale < HUGE)
+    unsafe = np.nonzero(~safe)
+    winner[unsafe] = _first_argmax(x[(slice(None),) + unsafe])
     w_top, w_bottom = winner[rows.s0], winner[rows.s1]
     s_top, s_bottom = safe[rows.s0], safe[rows.s1]
     block = w_top[:, cols.s0]
@@ -796,41 +803,65 @@ def _refine(x, winner, plan, rb, qb, canvas):
     np = _np()
     kernel, fused, rows, cols = plan
     i0, i1, j0, j1 = rows.s0[rb], rows.s1[rb], cols.s0[qb], cols.s1[qb]
-    corners = np.stack([x[:, i0, j0], x[:, i0, j1], x[:, i1, j0], x[:, i1, j1]])  # (4, C, B)
+    at = np.concatenate([i0 * x.shape[2] + j0, i0 * x.shape[2] + j1, i1 * x.shape[2] + j0, i1 * x.shape[2] + j1])
+    corners = np.take(x.reshape(len(x), -1), at, axis=1).reshape(len(x), 4, -1)  # (C, 4 corners, B)
     scale = np.abs(corners.reshape(-1, len(rb))).max(0)
     bounded = np.isfinite(scale) & (scale < HUGE)
     slack = np.where(bounded, COPY_SLACK * scale + TINY, np.inf).astype(np.float32)
-    # class k cannot win anywhere in a block if one class beats it at all four corners by more than the
-    # slack; tried: the winners of two opposite corners and the class with the highest minimum over the four
-    blocks = np.arange(len(rb))
-    leaders = [winner[i0, j0], winner[i1, j1], corners.min(0).argmax(0)]
-    beaten = np.zeros(corners.shape[1:], bool)
-    for leader in leaders:
-        beaten |= (corners[:, leader, blocks][:, None, :] - corners).min(0) > slack
-    candidates = ~beaten
+    candidates = ~_beaten(corners, slack, (winner[i0, j0], winner[i0, j1], winner[i1, j0], winner[i1, j1]))
     count = candidates.sum(0)
     lowest = candidates.argmax(0)
     screen = slack * np.float32(SCREEN_SLACK / COPY_SLACK)  # TINY doubled too: still far below any margin
     exact = 0
     single = np.flatnonzero(count == 1)  # one class can win: the whole block is that class
     canvas[rb[single], :, qb[single], :] = lowest[single][:, None, None]
-    pairs = np.flatnonzero(count == 2)
+    pairs = np.flatnonzero((count == 2) & bounded)
     if len(pairs):
         ids = np.stack([lowest[pairs], len(candidates) - 1 - candidates[::-1, pairs].argmax(0)])
-        exact += _refine_pairs(plan, rb[pairs], qb[pairs], ids, corners[:, ids, pairs], screen[pairs],
-                               len(candidates), canvas)
-    low = 3
-    while low <= len(candidates):  # the rest in groups of 3, 4, 5-16, 17-64, ... candidates
-        high = min(low if low <= 4 else 4 * (low - 1), len(candidates))
-        sel = np.flatnonzero((count >= low) & (count <= high))
+        exact += _refine_pairs(plan, rb[pairs], qb[pairs], ids, corners[ids, :, pairs].transpose(2, 0, 1),
+                               screen[pairs], len(candidates), canvas)
+    rest = (count > 2) | ((count == 2) & ~bounded)  # in groups of 2-4, 5-16, 17-64, ... candidates
+    low = 2
+    while rest.any():
+        high = 4 if low == 2 else 4 * (low - 1)
+        sel = np.flatnonzero(rest & (count <= high))
+        rest[sel] = False
         if len(sel):
-            ids = np.argsort(~candidates[:, sel], axis=0, kind="stable")[:high]  # ascending ids first
-            padding = np.arange(high)[:, None] >= count[sel]
+            width = int(count[sel].max())
+            ids = np.argsort(~candidates[:, sel], axis=0, kind="stable")[:width]  # ascending ids first
+            padding = np.arange(width)[:, None] >= count[sel]
             ids = np.where(padding, ids[count[sel] - 1, np.arange(len(sel))], ids)  # repeat the last id
-            exact += _refine_blocks(plan, rb[sel], qb[sel], ids, padding, corners[:, ids, sel], screen[sel],
-                                    len(candidates), canvas)
+            exact += _refine_blocks(plan, rb[sel], qb[sel], ids, padding, corners[ids, :, sel].transpose(2, 0, 1),
+                                    screen[sel], len(candidates), canvas)
         low = high + 1
     return exact
+
+
+def _beaten(corners, slack, winners):
+    """(C, B): classes that cannot win anywhere in their block. Sound tests, in float32:
+
+    - the class with the highest minimum over the four corners leads k by more than ``slack`` at each corner
+      (a float32 difference is within 2 units of roundoff of the exact one);
+    - some mixture ``m * A + (1 - m) * B`` (0 <= m <= 1) of two corner winners leads k by more than twice
+      the slack at each corner (computed within 16 units). The mixture is bilinear too, so it leads k inside
+      the block, and max(A, B) >= the mixture. m is found in closed form; the test itself is the check.
+    """
+    np = _np()
+    blocks = np.arange(corners.shape[2])
+    best = corners.min(1).argmax(0)
+    beaten = (corners[best, :, blocks].T - corners).min(1) > slack
+    a = winners[0]  # with the winner of another corner where it differs (a block of two classes: the pair)
+    b = np.where(winners[3] != a, winners[3], np.where(winners[1] != a, winners[1], winners[2]))
+    lead_a = corners[a, :, blocks].T - corners  # (C, 4, B)
+    lead_b = corners[b, :, blocks].T - corners
+    slope = lead_a - lead_b  # the mixture leads by lead_b + m * slope
+    margin = 2 * slack
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = (margin - lead_b) / slope
+    low = np.where(slope > 0, bound, -np.inf).max(1).clip(0, 1)
+    high = np.where(slope < 0, bound, np.inf).min(1).clip(0, 1)
+    m = ((low + high) * np.float32(0.5))[:, None, :]
+    return beaten | ((lead_b + m * slope).min(1) > margin)
 
 
 def _block_weights(rows, cols, rpos, cpos):
@@ -850,16 +881,18 @@ def _exact_winners(plan, ids, values, rpos, cpos, b, r, c, classes):
 
 
 def _refine_pairs(plan, rb, qb, ids, values, screen, classes, canvas):
-    """Blocks where only two classes can win: the sign of their difference, bilinear in the corners'
-    differences (plain float32), exact where that is too close to call."""
+    """Blocks (all scores finite) where only two classes can win: the sign of their difference, bilinear in
+    the corners' differences in plain float32 (``top + h1 * (bottom - top)``: within 16 units of roundoff
+    of the exact difference), exact where that is too close to call."""
     np = _np()
     kernel, fused, rows, cols = plan
     rpos, cpos = rows.pos[rb], cols.pos[qb]
-    h0, h1, w0, w1 = _block_weights(rows, cols, rpos, cpos)
+    _, h1, w0, w1 = _block_weights(rows, cols, rpos, cpos)
     d = values[:, 1] - values[:, 0]  # (4, B)
-    lead = _lerp(_lerp(d[0], d[1], w0, w1, False), _lerp(d[2], d[3], w0, w1, False), h0, h1, False)  # (sr, sc, B)
+    top = _lerp(d[0], d[1], w0, w1, False)  # (1, sc, B)
+    lead = top + h1 * (_lerp(d[2], d[3], w0, w1, False) - top)  # (sr, sc, B)
     second = lead > 0
-    r, c, b = np.nonzero(~(np.abs(lead) > screen))
+    r, c, b = np.nonzero(np.abs(lead) <= screen)
     if len(b):
         second[r, c, b] = _exact_winners(plan, ids, values, rpos, cpos, b, r, c, classes) == 1
     first, other = ids.astype(canvas.dtype)
@@ -873,10 +906,12 @@ def _refine_blocks(plan, rb, qb, ids, padding, values, screen, classes, canvas):
     np = _np()
     kernel, fused, rows, cols = plan
     rpos, cpos = rows.pos[rb], cols.pos[qb]  # (B, span)
-    h0, h1, w0, w1 = _block_weights(rows, cols, rpos, cpos)
-    corner = [np.where(padding, np.float32(-2.0 ** 126), v)[:, None, None, :] for v in values]  # (K, 1, 1, B)
+    k, blocks = ids.shape
+    # the K classes side by side along the last axis (class-major), so numpy's loops run along K x B values
+    h0, h1, w0, w1 = (np.tile(a, (1, 1, k)) for a in _block_weights(rows, cols, rpos, cpos))
+    corner = [np.where(padding, np.float32(-2.0 ** 126), v).reshape(-1) for v in values]  # (K * B,)
     approx = _blend(corner[0], corner[1], corner[2], corner[3], h0, h1, w0, w1, "nchw", False, True)
-    win, best, second = _top_two(approx)
+    win, best, second = _top_two(approx.reshape(approx.shape[:2] + (k, blocks)).transpose(2, 0, 1, 3))
     r, c, b = np.nonzero(~(best - second > screen))
     if len(b):
         win[r, c, b] = _exact_winners(plan, ids, values, rpos, cpos, b, r, c, classes)
