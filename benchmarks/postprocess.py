@@ -9,7 +9,8 @@ are turned into the class map by:
 - in-graph argmax-full: the breakdown's ``post`` artifact (TFLite: RESIZE_BILINEAR + ARG_MAX), timed as an
   app calls it: set the logits, invoke, read the class map;
 - the numpy methods of :mod:`topformer_deploy.postprocess`: sparse (exact), nearest, bilinear-half,
-  bilinear-quarter, and dense (exact, the reference: --dense-runs, it is slow).
+  bilinear-quarter, and dense (exact, the reference: --dense-runs, it is slow);
+- PyTorch's ``F.interpolate(...).argmax(0)`` (NCHW logits), the definition of the exact map.
 
 Round by round every method runs on every image (so drift and other load hit all alike); per image the
 p50 over its runs, then the median over images. Printed: p50 wall and CPU (thread) time per method, the
@@ -38,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "models" / "topformer_tiny_demo.pth"
 NUMPY_METHODS = ("sparse", "nearest", "bilinear-half", "bilinear-quarter", "dense")
 IN_GRAPH = "in-graph argmax-full"
+TORCH = "torch F.interpolate + argmax"
 
 
 def held_out_images(size: tuple[int, int], count: int, photos: bool) -> list[np.ndarray]:
@@ -89,25 +91,30 @@ def timed(call, runs: int) -> tuple[list[float], list[float], object]:
 
 def measure(logits: list[np.ndarray], size, graph: InGraph, rounds: int, runs: int, dense_runs: int) -> dict:
     """{method: {"wall": [[ms per run] per image], "cpu": ..., "maps": [class map per image]}}, interleaved."""
+    import torch
+    import torch.nn.functional as F
+
     from topformer_deploy.postprocess import class_map
 
     nhwc = [np.ascontiguousarray(x.transpose(0, 2, 3, 1)) for x in logits]
-    methods = (IN_GRAPH, *NUMPY_METHODS)
+    nchw = [torch.from_numpy(x) for x in logits]
+    methods = (IN_GRAPH, TORCH, *NUMPY_METHODS)
     data = {m: {"wall": [[] for _ in nhwc], "cpu": [[] for _ in nhwc], "maps": [None] * len(nhwc)} for m in methods}
-    calls = {IN_GRAPH: lambda x: graph(x)[0]}
-    calls.update({m: (lambda x, m=m: class_map(x, size, m, layout="NHWC")) for m in NUMPY_METHODS})
+    calls = {IN_GRAPH: lambda i: graph(nhwc[i])[0],
+             TORCH: lambda i: F.interpolate(nchw[i], size=size, mode="bilinear", align_corners=False)[0].argmax(0)}
+    calls.update({m: (lambda i, m=m: class_map(nhwc[i], size, m, layout="NHWC")) for m in NUMPY_METHODS})
     for r in range(rounds):
         order = methods if r % 2 == 0 else methods[::-1]
-        for i, x in enumerate(nhwc):
+        for i in range(len(nhwc)):
             for method in order:
                 n = (dense_runs if r == 0 else 0) if method == "dense" else runs
                 if not n:
                     continue
-                calls[method](x)  # warm: the first call of a size builds its plan
-                wall, cpu, result = timed(lambda: calls[method](x), n)
+                calls[method](i)  # warm: the first call of a size builds its plan
+                wall, cpu, result = timed(lambda: calls[method](i), n)
                 data[method]["wall"][i] += wall
                 data[method]["cpu"][i] += cpu
-                data[method]["maps"][i] = result
+                data[method]["maps"][i] = np.asarray(result)
         print(f"round {r + 1}/{rounds} done", file=sys.stderr)
     return data
 
@@ -171,7 +178,7 @@ def main(argv=None) -> int:
         p50 = lambda key: statistics.median(statistics.median(t) for t in d[key] if t)  # noqa: E731
         agreement = float(np.mean([np.mean(m == e) for m, e in zip(d["maps"], exact)]))
         summary[method] = {"p50_wall_ms": p50("wall"), "p50_cpu_ms": p50("cpu"), "agreement": agreement,
-                           "exact": method in ("sparse", "dense")}
+                           "exact": method in ("sparse", "dense", TORCH)}
     ratio_wall = summary[IN_GRAPH]["p50_wall_ms"] / summary["sparse"]["p50_wall_ms"]
     ratio_cpu = summary[IN_GRAPH]["p50_cpu_ms"] / summary["sparse"]["p50_cpu_ms"]
     lines = [f"# post-processing, demo model (11 classes), {size[0]}x{size[1]}, {len(logits)} images "

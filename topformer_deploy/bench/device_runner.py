@@ -743,6 +743,15 @@ class _AxisBlocks:
         return canvas.take(self.owner, axis)
 
 
+def _count_and_sum(classes):
+    """(2, C) int32 rows of ones and of class ids: the count and the sum of the classes in a mask."""
+    np = _np()
+    key = ("count-and-sum", classes)
+    if key not in _PLANS:
+        _PLANS[key] = np.stack([np.ones(classes, np.int32), np.arange(classes, dtype=np.int32)])
+    return _PLANS[key]
+
+
 def _sparse_plan(in_size, out_size, arithmetic):
     key = (tuple(in_size), tuple(out_size), arithmetic)
     plan = _PLANS.get(key)
@@ -778,8 +787,7 @@ def _sparse_class_map(scores, size, arithmetic, dtype, stats):
     # safe: every other class is below top - slack, so only the winner reaches it (NaN reaches nothing);
     # where one class reaches, the sum of the ids that do is the winner
     reach = (x >= top - (COPY_SLACK * scale + TINY)).view(np.int8)
-    weights = np.stack([np.ones(classes, np.int32), np.arange(classes, dtype=np.int32)])
-    count, winner = np.einsum("jk,khw->jhw", weights, reach)
+    count, winner = np.einsum("jk,khw->jhw", _count_and_sum(classes), reach)
     safe = (count == 1) & (scale < HUGE)
     unsafe = np.nonzero(~safe)
     winner[unsafe] = _first_argmax(x[(slice(None),) + unsafe])
@@ -838,30 +846,22 @@ def _refine(x, winner, plan, rb, qb, canvas):
 
 
 def _beaten(corners, slack, winners):
-    """(C, B): classes that cannot win anywhere in their block. Sound tests, in float32:
-
-    - the class with the highest minimum over the four corners leads k by more than ``slack`` at each corner
-      (a float32 difference is within 2 units of roundoff of the exact one);
-    - some mixture ``m * A + (1 - m) * B`` (0 <= m <= 1) of two corner winners leads k by more than twice
-      the slack at each corner (computed within 16 units). The mixture is bilinear too, so it leads k inside
-      the block, and max(A, B) >= the mixture. m is found in closed form; the test itself is the check.
-    """
+    """(C, B): classes that cannot win anywhere in their block. A class k is out if, at all four corners,
+    one of these leads it by more than the slack: the class with the highest minimum over the corners, the
+    winner A of the first corner, the winner B of another corner where it differs, or the mixture (A + B) / 2
+    (bilinear too, so it then leads k inside the block, and max(A, B) >= the mixture). In float32: a
+    difference is within 2 units of roundoff of the exact one, the sum of two within 8 (against twice the
+    slack), the exact lead therefore above 10 units."""
     np = _np()
     blocks = np.arange(corners.shape[2])
     best = corners.min(1).argmax(0)
-    beaten = (corners[best, :, blocks].T - corners).min(1) > slack
-    a = winners[0]  # with the winner of another corner where it differs (a block of two classes: the pair)
+    a = winners[0]
     b = np.where(winners[3] != a, winners[3], np.where(winners[1] != a, winners[1], winners[2]))
-    lead_a = corners[a, :, blocks].T - corners  # (C, 4, B)
-    lead_b = corners[b, :, blocks].T - corners
-    slope = lead_a - lead_b  # the mixture leads by lead_b + m * slope
-    margin = 2 * slack
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bound = (margin - lead_b) / slope
-    low = np.where(slope > 0, bound, -np.inf).max(1).clip(0, 1)
-    high = np.where(slope < 0, bound, np.inf).min(1).clip(0, 1)
-    m = ((low + high) * np.float32(0.5))[:, None, :]
-    return beaten | ((lead_b + m * slope).min(1) > margin)
+    lead_a = (corners[a, :, blocks].T - corners).min(1)
+    lead_b = corners[b, :, blocks].T - corners  # (C, 4, B)
+    both = (corners[a, :, blocks].T - corners + lead_b).min(1)
+    return (((corners[best, :, blocks].T - corners).min(1) > slack) | (lead_a > slack)
+            | (lead_b.min(1) > slack) | (both > 2 * slack))
 
 
 def _block_weights(rows, cols, rpos, cpos):
