@@ -23,8 +23,8 @@ from .binaries import remember
 from .engines import ENGINES, EngineChoice, choose_engine
 from .lock import device_lock
 from .device_runner import POST_METHODS
-from .result import COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config, post_summary,
-                     summarize_instructions
+from .result import (COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config, post_summary,
+                     summarize_instructions)
 from .transports import DeviceError, Transport, last_line
 
 RUNNER = Path(__file__).with_name("device_runner.py")
