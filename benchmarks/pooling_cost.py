@@ -12,6 +12,8 @@ every row alike), and profiles each once with the runner's one-op TFLite profile
 every operator timed as its own model) to get the pooling operators' share. Printed per row: p50, p50 per
 megapixel relative to the first size (the network's cost grows with the pixels; the pooling's extra cost is
 what 480 adds above the line through 448 and 512), the pooling's ms and share of the summed operator times.
+On a simulated core (``--device sim:CORE``) the instructions per inference and the pooling's share of the
+one-op instruction counts are printed too (exact, so one round of a few runs is enough there).
 
 The pooling operators are found in the graph, not by name (int8 graphs lose module names): everything that
 feeds the one CONCATENATION (the pooled tokens) back to the ops that make the tokens.
@@ -78,22 +80,27 @@ def export_all(args, out: Path) -> list[dict]:
             result = export_model(model, "tflite", out, input_size=size, precision=precision, weights="random",
                                   verify=False, **int8)
             rows.append({"size": size, "precision": precision, "path": result.path,
-                         "pooling": pooling_record(model, size)["method"], "latencies": []})
+                         "pooling": pooling_record(model, size)["method"], "latencies": [], "instructions": None})
     return rows
 
 
-def profile_share(row: dict, transport, args) -> tuple[float, float]:
-    """(pooling ms, pooling share of all operator ms) from the runner's one-op profile."""
+def profile_share(row: dict, transport, args) -> dict:
+    """The pooling's ms and share of all operator ms (and instructions on a simulated core), one-op profile."""
     with tempfile.TemporaryDirectory(prefix="pooling-profile-") as local:
         options = BenchOptions(threads=args.threads, warmup=2, runs=3, profile_dir=local, cores=args.cores)
         doc = run_bench(row["path"], transport, options)
         profile = ((doc.get("runner") or {}).get("profile") or {}).get("local_file")
         if not profile:
-            return float("nan"), float("nan")
+            return {}
         op_rows = [r for r in json.loads(Path(profile).read_text())["rows"] if "ms" in r]
     pooling = pooling_op_indices(row["path"])
-    pooled_ms = sum(r["ms"] for r in op_rows if r["index"] in pooling)
-    return pooled_ms, pooled_ms / (sum(r["ms"] for r in op_rows) or 1.0)
+    shares = {}
+    for key, value in (("ms", lambda r: r["ms"]), ("insn", lambda r: (r.get("instructions") or {}).get("total"))):
+        values = [(r["index"] in pooling, value(r)) for r in op_rows]
+        if all(v is not None for _, v in values):
+            pooled = sum(v for inside, v in values if inside)
+            shares[f"pool_{key}"], shares[f"{key}_share"] = pooled, pooled / (sum(v for _, v in values) or 1)
+    return shares
 
 
 def main() -> None:
@@ -124,22 +131,34 @@ def main() -> None:
                 order = rows if round_index % 2 == 0 else rows[::-1]
                 for row in order:
                     print(f"# round {round_index + 1}/{args.rounds}: {row['path'].name}", file=sys.stderr)
-                    row["latencies"] += run_bench(row["path"], transport, options)["latencies_ms"]
+                    doc = run_bench(row["path"], transport, options)
+                    row["latencies"] += doc["latencies_ms"]
+                    row["instructions"] = (doc.get("instructions") or {}).get("total")
             for row in rows:
-                row["pool_ms"], row["share"] = ((float("nan"), float("nan")) if args.no_profile
-                                                else profile_share(row, transport, args))
+                row.update({} if args.no_profile else profile_share(row, transport, args))
     print(f"# pooling cost: {args.variant}, TFLite, {args.threads} thread(s), device {device} "
           f"({platform.machine()} host), {args.rounds} rounds x {args.runs} runs, interleaved")
-    print("| size | precision | pooling | p50 ms | p50 / Mpixel vs first | pooling ms (one-op) | pooling share |")
-    print("|---|---|---|---|---|---|---|")
-    base: dict[str, float] = {}
+    counted = all(row["instructions"] for row in rows)
+    print("| size | precision | pooling | p50 ms | p50 / Mpixel vs first | pooling ms (one-op) | pooling share |"
+          + (" M instructions | per Mpixel vs first | pooling share of instructions |" if counted else ""))
+    print("|---" * (10 if counted else 7) + "|")
+    base: dict[str, tuple[float, float]] = {}
     for row in rows:
         h, w = row["size"]
+        pixels = h * w / 1e6
         p50 = statistics.median(row["latencies"])
-        per_pixel = p50 / (h * w / 1e6)
-        base.setdefault(row["precision"], per_pixel)
-        print(f"| {h}x{w} | {row['precision']} | {row['pooling']} | {p50:.2f} | "
-              f"{per_pixel / base[row['precision']]:.3f} | {row['pool_ms']:.3f} | {row['share']:.2%} |")
+        insn = row["instructions"] or 0.0
+        first = base.setdefault(row["precision"], (p50 / pixels, insn / pixels))
+        line = (f"| {h}x{w} | {row['precision']} | {row['pooling']} | {p50:.2f} | {p50 / pixels / first[0]:.3f} | "
+                f"{_fmt(row.get('pool_ms'), '.3f')} | {_fmt(row.get('ms_share'), '.2%')} |")
+        if counted:
+            line += (f" {insn / 1e6:.2f} | {insn / pixels / first[1]:.4f} | "
+                     f"{_fmt(row.get('insn_share'), '.3%')} |")
+        print(line)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

@@ -79,10 +79,10 @@ class NhwcPoolingMatrices(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         b, h, w, c = t.shape
         oh, ow = self.out
-        if self.pool_cols:
-            t = torch.matmul(self.cols, t.reshape(b * h, w, c))                   # (B*H, ow, C)
         if self.pool_rows:
-            t = torch.matmul(self.rows, t.reshape(b, h, ow * c))                  # (B, oh, ow*C)
+            t = torch.matmul(self.rows, t.reshape(b, h, w * c))                   # (B, oh, W*C)
+        if self.pool_cols:
+            t = torch.matmul(self.cols, t.reshape(b * oh, w, c))                  # (B*oh, ow, C)
         return t.reshape(b, oh, ow, c)
 
 
