@@ -247,7 +247,7 @@ def test_cli_breakdown_writes_json_and_chart(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--input-size", "100"], "multiples of 64"),
+    (["--input-size", "20"], "too small"),
     (["--precision", "int8"], "needs --calib"),
     (["--to", "onnx", "--engine", "benchmark_model"], "TFLite artifacts only"),
 ])

@@ -94,3 +94,60 @@ def test_refuses_plain_pickle_and_corrupt_files(tmp_path):
 def test_unknown_variant_is_a_clear_error(tiny_checkpoint):
     with pytest.raises(CheckpointError, match="unknown variant 'huge'"):
         load_checkpoint(tiny_checkpoint, variant="huge")
+
+
+# --- the architecture read from the checkpoint ----------------------------------------------------------
+
+CITY_TINY = "official_topformer_tinycity_seed3.pth"
+
+
+def test_cityscapes_tiny_loads_with_its_dense_head():
+    from conftest import official_fixture
+
+    model = load_checkpoint(official_fixture(CITY_TINY))
+    assert (model.variant, model.num_classes, model.config.head_is_dw) == ("tiny", 19, False)
+    described = model.describe()
+    assert described["official_configs"] == ["topformer_tiny_1024x512_80k_2x8_city.py"]
+    assert described["config_source"]["assumed"]["key_dim"] == 16
+    assert load_checkpoint(official_fixture(CITY_TINY), variant="tiny").config == model.config  # the backbone
+
+
+def test_wrong_variant_for_a_cityscapes_checkpoint_names_the_backbone_conflict():
+    from conftest import official_fixture
+
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(official_fixture(CITY_TINY), variant="base")
+    message = str(err.value)
+    assert "does not fit TopFormer-base with 19 classes" in message and "backbone.tpm.layer2" in message
+    assert "fits variant 'tiny'" in message and "\n" not in message
+
+
+def test_custom_architecture_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("small", num_classes=5, num_heads=3, depths=2, mlp_ratio=4, head_is_dw=True)
+    path = tmp_path / "custom.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    loaded = load_checkpoint(path)
+    assert loaded.config == model.config and loaded.variant == "custom"
+    assert loaded.describe()["official_configs"] == []
+    assert _same_weights(loaded, model.state_dict())
+
+
+def test_a_tpm_the_official_strides_cannot_describe_is_refused(tmp_path, official_state):
+    state = {k: v for k, v in official_state.items()
+             if not k.startswith(("backbone.tpm.layer8.", "backbone.tpm.layer9."))}
+    path = tmp_path / "short.pth"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointError, match="official stride pattern"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"heads": 4}, "unknown config field heads"),
+    ({"head_channels": 96}, "must equal head_channels"),
+    ({"channels": (16, 32, 64, 128)}, r"channels\[3\] = 128 but TPM layer 8 outputs 96"),
+    ({"embed_out_indice": (0, 4, 6, 8)}, r"strides \(2, 8, 16, 32\)"),
+])
+def test_build_model_refuses_configs_it_cannot_build(fields, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("tiny", **fields)

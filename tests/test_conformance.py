@@ -1,7 +1,9 @@
-"""Conformance: our TopFormer reproduces the official implementation's outputs, unfolded and folded.
+"""Conformance: our TopFormer reproduces the official implementation's outputs, unfolded and folded, for every
+official fixture - the ADE20K variants and the other official configs (Cityscapes Tiny and Base, Pascal Context
+60 Small, COCO-Stuff Tiny), each loaded with its architecture read from the checkpoint.
 
-The 480x360 Tiny case (uneven adaptive pooling windows) ships in tests/data with a subset of its arrays;
-the others are read from ../shared when it is beside the checkout.
+The 480x360 Tiny case (uneven adaptive pooling windows) and the Cityscapes Tiny case (dense head) ship in
+tests/data with a subset of their arrays; the others are read from ../shared when it is beside the checkout.
 """
 from __future__ import annotations
 
@@ -12,11 +14,23 @@ import torch
 from conftest import official_fixture
 from topformer_deploy import build_model, fold_batchnorm, load_checkpoint
 
+ADE_TINY = "topformer_tiny_512x512_160k_2x8_ade20k.py"
+#: (variant, classes, an official config it must be recognised as, checkpoint, reference)
 CASES = [
-    ("tiny", "official_topformer_tiny_seed0.pth", "official_topformer_tiny_512x512_seed0_ref.npz"),
-    ("small", "official_topformer_small_seed0.pth", "official_topformer_small_256x256_seed0_ref.npz"),
-    ("base", "official_topformer_base_seed0.pth", "official_topformer_base_256x256_seed0_ref.npz"),
-    ("tiny", "official_topformer_tiny_seed1.pth", "official_topformer_tiny_480x360_seed1_ref.npz"),
+    ("tiny", 150, ADE_TINY, "official_topformer_tiny_seed0.pth", "official_topformer_tiny_512x512_seed0_ref.npz"),
+    ("small", 150, "topformer_small_512x512_160k_2x8_ade20k.py", "official_topformer_small_seed0.pth",
+     "official_topformer_small_256x256_seed0_ref.npz"),
+    ("base", 150, "topformer_base_512x512_160k_2x8_ade20k.py", "official_topformer_base_seed0.pth",
+     "official_topformer_base_256x256_seed0_ref.npz"),
+    ("tiny", 150, ADE_TINY, "official_topformer_tiny_seed1.pth", "official_topformer_tiny_480x360_seed1_ref.npz"),
+    ("tiny", 19, "topformer_tiny_1024x512_80k_2x8_city.py", "official_topformer_tinycity_seed3.pth",
+     "official_topformer_tinycity_256x512_seed3_ref.npz"),
+    ("base", 19, "topformer_base_1024x512_80k_2x8city.py", "official_topformer_basecity_seed5.pth",
+     "official_topformer_basecity_256x512_seed5_ref.npz"),
+    ("small", 60, "topformer_small_480x480_80k_2x8_pascalcontext.py", "official_topformer_smallpc60_seed9.pth",
+     "official_topformer_smallpc60_480x480_seed9_ref.npz"),
+    ("tiny", 171, "topformer_tiny_512x512_80k_2x8_cocostuff10k.py", "official_topformer_tinycoco_seed15.pth",
+     "official_topformer_tinycoco_256x256_seed15_ref.npz"),
 ]
 ATOL = 1e-4
 
@@ -40,10 +54,11 @@ def stage_outputs(model, image: torch.Tensor) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("folded", [False, True], ids=["unfolded", "folded"])
-@pytest.mark.parametrize("variant,ckpt,ref", CASES, ids=[c[2].split("_", 2)[2][:-8] for c in CASES])
-def test_matches_official_outputs(variant, ckpt, ref, folded):
+@pytest.mark.parametrize("variant,classes,config,ckpt,ref", CASES, ids=[c[4].split("_", 2)[2][:-8] for c in CASES])
+def test_matches_official_outputs(variant, classes, config, ckpt, ref, folded):
     model = load_checkpoint(official_fixture(ckpt))
-    assert model.variant == variant and model.num_classes == 150
+    assert model.variant == variant and model.num_classes == classes
+    assert config in model.describe()["official_configs"]
     if folded:
         model = fold_batchnorm(model)
     reference = np.load(official_fixture(ref))
@@ -64,6 +79,21 @@ def test_matches_official_outputs(variant, ckpt, ref, folded):
 def test_parameter_counts(variant, expected):
     model = build_model(variant)
     assert sum(p.numel() for p in model.parameters()) == expected
+
+
+@pytest.mark.parametrize("variant,classes,fields,expected,config", [
+    ("tiny", 19, {"head_is_dw": False}, 1_389_011, "topformer_tiny_1024x512_80k_2x8_city.py"),
+    ("base", 19, {"out_channels": (0, 128, 128, 128), "head_channels": 128}, 4_839_667,
+     "topformer_base_1024x512_80k_2x8city.py"),
+    ("small", 60, {}, 3_017_292, "topformer_small_480x480_80k_2x8_pascalcontext.py"),
+    ("base", 59, {}, 5_039_259, "topformer_base_480x480_80k_2x8_pascalcontext_59.py"),
+    ("tiny", 171, {}, 1_392_363, "topformer_tiny_512x512_80k_2x8_cocostuff10k.py"),
+])
+def test_official_configs_build_with_their_exact_parameter_counts(variant, classes, fields, expected, config):
+    """The reference's table: build_model takes the config fields the official files change."""
+    model = build_model(variant, num_classes=classes, **fields)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert model.describe()["official_configs"] == [config]
 
 
 def test_official_module_paths_map_one_to_one(tiny_checkpoint):

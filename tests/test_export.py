@@ -175,15 +175,16 @@ def test_forced_verification_failure_leaves_no_artifact(tiny_model, tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
-def test_size_not_multiple_of_64_is_refused_with_nearest_sizes(tiny_model, tmp_path):
-    with pytest.raises(TopformerDeployError, match=r"480x360 .*nearest exportable sizes: .*512x384"):
-        export_model(tiny_model, "onnx", tmp_path, input_size=(480, 360), weights="random")
+@pytest.mark.parametrize("size, message", [((16, 360), "too small"), ((9000, 640), "too large")])
+def test_sizes_the_network_cannot_take_are_refused(tiny_model, tmp_path, size, message):
+    with pytest.raises(TopformerDeployError, match=message):
+        export_model(tiny_model, "onnx", tmp_path, input_size=size, weights="random")
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("args, message", [
     (["--to", "tflite"], "give --variant"),
-    (["--variant", "tiny", "--to", "tflite", "--input-size", "480x360"], "nearest exportable sizes"),
+    (["--variant", "tiny", "--to", "tflite", "--input-size", "20000x360"], "at most 8192 per side"),
     (["--variant", "tiny", "--to", "onnx", "--precision", "int4"], "Invalid value"),
     (["--variant", "small", "--to", "onnx", "--checkpoint", "TINY"], "does not fit TopFormer-small"),
     (["--to", "onnx", "--checkpoint", "/nonexistent.pth"], "checkpoint not found"),
@@ -235,8 +236,8 @@ def test_nhwc_rewrite_is_numerically_the_official_model():
 
 
 def test_fold_for_export_leaves_the_input_model_alone(tiny_model):
-    folded = fold_for_export(tiny_model)
-    assert folded.backbone.ppa.exact_avgpool and not tiny_model.backbone.ppa.exact_avgpool
+    folded = fold_for_export(tiny_model, (480, 360))
+    assert folded.backbone.ppa.levels is not None and tiny_model.backbone.ppa.levels is None
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in tiny_model.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batchnorm(tiny_model).modules())
 

@@ -57,9 +57,23 @@ def test_info_non_square_input_and_checkpoint(tiny_checkpoint):
     assert data["variant"] == "tiny" and data["input_size"] == [512, 384]
 
 
+def test_info_names_the_official_config_of_a_cityscapes_checkpoint():
+    from conftest import OFFICIAL
+
+    checkpoint = str(OFFICIAL / "official_topformer_tinycity_seed3.pth")
+    out = subprocess.run(CLI + ["info", "--checkpoint", checkpoint, "--json"], capture_output=True, text=True,
+                         check=True)
+    data = json.loads(out.stdout)
+    assert data["official_configs"] == ["topformer_tiny_1024x512_80k_2x8_city.py"]
+    assert data["model"]["config"]["head_is_dw"] is False and data["total_params"] == 1_389_011
+    table = subprocess.run(CLI + ["info", "--checkpoint", checkpoint], capture_output=True, text=True, check=True)
+    assert "official config: topformer_tiny_1024x512_80k_2x8_city.py" in table.stdout
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--variant", "huge"], "Invalid value for '--variant'"),
     (["--variant", "tiny", "--input-size", "16"], "too small"),
+    (["--variant", "tiny", "--input-size", "9000x512"], "too large"),
     (["--variant", "tiny", "--input-size", "12xx"], "is not a size"),
     (["--checkpoint", "/nonexistent.pth"], "checkpoint not found"),
 ])

@@ -370,7 +370,8 @@ def test_one_wrong_shaped_tensor_is_named_without_variant(tmp_path, tiny_checkpo
         load_checkpoint(path)
     assert str(failure.value) == (f"{path} does not fit TopFormer-tiny with 150 classes (no variant fits; this is "
                                   f"the closest); 1 shape conflicts ({name}: checkpoint (66, 208, 1, 1) vs model "
-                                  "(64, 208, 1, 1))")
+                                  "(64, 208, 1, 1)); backbone.trans...attn.to_q has 66 outputs: not a multiple of "
+                                  "key_dim 16 (assumed, as in every official config)")
 
 
 # ------------------------------------------------------------------------ 7/8. images and calibration

@@ -10,7 +10,7 @@ import torch
 
 from ..artifact import artifact_name, build_manifest, checkpoint_entry
 from ..errors import TopformerDeployError
-from ..export.job import describe_graph, run_export_job
+from ..export.job import describe_graph, model_fields, run_export_job
 from ..files import write_atomic
 from ..images import sample_photos
 from ..model import TopFormer
@@ -25,12 +25,13 @@ def sample_image(height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(sample_photos((height, width), count=1)[0])
 
 
-def prepare_model(model: TopFormer, fmt: str) -> TopFormer:
-    """The model exactly as the exporter converts it: BN folded, plain average pools, NHWC attention for TFLite."""
+def prepare_model(model: TopFormer, fmt: str, input_size: tuple[int, int] | None = None) -> TopFormer:
+    """The model exactly as the exporter converts it: BN folded, the pooling fixed for ``input_size`` (exact
+    average pools or pooling matrices; None keeps the official adaptive pooling), NHWC rewrite for TFLite."""
     from ..export.prepare import fold_for_export
     from ..export.rewrite import rewrite_for_nhwc
 
-    folded = fold_for_export(model)
+    folded = fold_for_export(model, input_size)
     return (rewrite_for_nhwc(folded) if fmt == "tflite" else folded).eval()
 
 
@@ -81,7 +82,7 @@ def export_breakdown_artifacts(model: TopFormer, options: BreakdownOptions, out_
     """Export the whole network and its five stages; -> {stage: {"path", "input_file", "inputs"}}."""
     h, w = options.input_size
     fmt, precision = options.fmt, options.precision
-    prepared = prepare_model(model, fmt)
+    prepared = prepare_model(model, fmt, (h, w))
     image = sample_image(h, w)
     tensors = stage_inputs(prepared, image)
     modules = build_stages(prepared, h, w)
@@ -107,7 +108,7 @@ def export_breakdown_artifacts(model: TopFormer, options: BreakdownOptions, out_
                                   num_classes=model.num_classes, stage=stage, inputs=inputs, outputs=outputs,
                                   input_size=(h, w), output="argmax-full" if stage == "post" else "logits",
                                   checkpoint=checkpoint_entry(checkpoint), weights=weights, verification=None,
-                                  graph=graph, macs=macs)
+                                  graph=graph, macs=macs, **model_fields(model, (h, w)))
 
         result = run_export_job(target, make, describe)
         wanted = runtime_inputs(result.path)

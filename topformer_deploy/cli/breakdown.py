@@ -43,7 +43,7 @@ from .options import BINARY_HELP, ENGINE_HELP, INPUT_SIZE, VARIANT, default_runs
 @click.option("--cores", default="big", show_default=True, help="big | little | all | a list such as 4,5,6,7.")
 @click.option("--allow-hot", is_flag=True, help="Run anyway on a hot/throttled device; results are flagged.")
 @click.option("--input-size", type=INPUT_SIZE, default="512", show_default=True,
-              help="512 or HxW (multiples of 64).")
+              help="512 or HxW (32 to 8192 per side; any size exports exactly).")
 @click.option("--no-profile", is_flag=True, help="Skip the operator view (profiler run).")
 @click.option("--post", "post", multiple=True, type=click.Choice(POST_METHODS), default=("sparse",),
               show_default=True, metavar="METHOD",

@@ -12,13 +12,15 @@ _STEPS = {"load": "Loading the model", "calibrate": "Calibrating", "fold": "Fold
 
 @click.command()
 @click.option("--variant", type=VARIANT, default=None,
-              help="tiny, small or base (inferred from --checkpoint when omitted).")
+              help="tiny, small or base: the backbone. With --checkpoint the architecture (SIM and head widths, "
+                   "head groups, classes) is read from the checkpoint; --variant then only insists on the backbone.")
 @click.option("--to", "target", type=click.Choice(["onnx", "tflite", "all"]), required=True,
               help="Artifact format; 'all' exports both.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Official-layout checkpoint. Without it the weights are random (fine for latency work).")
 @click.option("--input-size", type=INPUT_SIZE, default="512", show_default=True,
-              help="512 or HxW; multiples of 64 (others are refused with the nearest exportable sizes).")
+              help="512 or HxW, 32 to 8192 per side, exact at any size: multiples of 64 pool with plain "
+                   "average pools, other sizes with constant pooling matrices (recorded in the manifest).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help="fp16: float16 weights (TFLite; ONNX also computes in float16), float32 I/O; "
                    "int8 is full-integer with calibration.")

@@ -45,6 +45,7 @@ def pt2e_quantizer(keep_float: Sequence[str] = ()):
             keep = lambda n: not _in_modules(n, skip)  # noqa: E731
             self._annotate_all_static_patterns(model, self.global_config, keep)
             annotate_tensor_adds(model, self.global_config, keep)
+            annotate_pooling_matmuls(model, self.global_config, keep)
             return model
 
     return StageSkippingQuantizer().set_global(
@@ -58,6 +59,28 @@ def annotate_tensor_adds(graph: torch.fx.GraphModule, config, keep: Callable[[ob
     records, so without this the residual adds stay float between a DEQUANTIZE and a QUANTIZE (24 float ADDs,
     54 QUANTIZE/DEQUANTIZE ops in Tiny). Returns the number of adds annotated.
     """
+    return annotate_int8(graph, config, keep, torch.ops.aten.add.Tensor)
+
+
+def annotate_pooling_matmuls(graph: torch.fx.GraphModule, config, keep: Callable[[object], bool]) -> int:
+    """Annotate the pyramid pooling's matrix products (``backbone.ppa``, constant pooling matrix x tokens) as
+    int8, both operands and the result.
+
+    PT2E's annotators leave a plain ``matmul`` float (a DEQUANTIZE, a float BATCH_MATMUL, a QUANTIZE per
+    product; the attention's are left so on purpose); the pooling's are averages of int8 tokens, so they are
+    quantized like the convs around them. Returns the number of products annotated.
+    """
+    return annotate_int8(graph, config, lambda n: keep(n) and _in_modules(n, POOLING_PATHS),
+                         torch.ops.aten.matmul.default)
+
+
+#: Where the pooling matrices live (module paths; the SASE stage artifact keeps them too).
+POOLING_PATHS = ("backbone.ppa",)
+
+
+def annotate_int8(graph: torch.fx.GraphModule, config, keep: Callable[[object], bool], target) -> int:
+    """Annotate every not yet annotated ``target`` node of two float tensors that ``keep`` accepts as int8:
+    both inputs and the output get the static activation spec. Returns the number of nodes annotated."""
     from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec, get_output_act_qspec
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
@@ -66,7 +89,7 @@ def annotate_tensor_adds(graph: torch.fx.GraphModule, config, keep: Callable[[ob
 
     count = 0
     for node in graph.graph.nodes:
-        if (node.op != "call_function" or node.target != torch.ops.aten.add.Tensor or not keep(node)
+        if (node.op != "call_function" or node.target != target or not keep(node)
                 or "quantization_annotation" in node.meta or not all(map(is_float_tensor, node.args[:2]))):
             continue
         node.meta["quantization_annotation"] = QuantizationAnnotation(

@@ -182,6 +182,14 @@ def describe_graph(path: Path) -> tuple[list[dict], list[dict], dict]:
     return runner.inputs(), runner.outputs(), graph
 
 
+def model_fields(model, input_size: tuple[int, int]) -> dict:
+    """The manifest's ``model`` (the architecture, its official configs) and ``pooling`` (how the pyramid
+    pooling was written for this input size) of an artifact of ``model``."""
+    from .prepare import pooling_record
+
+    return {"model": model.describe(), "pooling": pooling_record(model, input_size)}
+
+
 def describe_full_model(staged: Path, model, fmt, precision, output, input_size, checkpoint, weights,
                         verification) -> dict:
     """The manifest of a whole-network artifact (both export routes)."""
@@ -192,7 +200,7 @@ def describe_full_model(staged: Path, model, fmt, precision, output, input_size,
                           num_classes=model.num_classes, stage="full", inputs=inputs, outputs=outputs,
                           input_size=input_size, output=output, checkpoint=checkpoint_entry(checkpoint),
                           weights=weights, verification=verification, graph=graph,
-                          macs=macs_by_stage(model, *input_size))
+                          macs=macs_by_stage(model, *input_size), **model_fields(model, input_size))
 
 
 def convert(module, example: tuple, path: Path, fmt: str, precision: str, output: str, opset=None) -> None:

@@ -1,4 +1,5 @@
-"""Turn a TopFormer into the exact module that gets exported: folded, output head chosen, per-format rewrite."""
+"""Turn a TopFormer into the exact module that gets exported: folded, pooling fixed for the input size, output
+head chosen, per-format rewrite."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +11,7 @@ from torch import nn
 from ..artifact import OUTPUTS
 from ..errors import TopformerDeployError
 from ..model.fold import fold_batchnorm
-from ..model.topformer import SIZE_MULTIPLE, check_input_size
+from ..model.topformer import TopFormer, check_input_size
 from .rewrite import rewrite_for_nhwc
 
 
@@ -38,34 +39,34 @@ class SegmentationOutput(nn.Module):
 
 
 def check_export_size(height: int, width: int) -> None:
-    """Raise TopformerDeployError unless (height, width) exports exactly (multiples of 64)."""
+    """Raise TopformerDeployError for a size the network cannot take; every other size exports exactly."""
     try:
         check_input_size(height, width)
     except ValueError as exc:
         raise TopformerDeployError(str(exc)) from exc
-    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-        raise TopformerDeployError(
-            f"input size {height}x{width} cannot be exported exactly: the pyramid pooling is an exact average "
-            f"pool only for multiples of {SIZE_MULTIPLE} (other sizes give uneven adaptive windows); "
-            f"nearest exportable sizes: {', '.join(nearest_sizes(height, width))}")
 
 
-def nearest_sizes(height: int, width: int) -> list[str]:
-    """The exportable sizes around (height, width), closest first."""
-    def around(n: int) -> list[int]:
-        low = max(SIZE_MULTIPLE, n // SIZE_MULTIPLE * SIZE_MULTIPLE)
-        return sorted({low, low + SIZE_MULTIPLE} if n % SIZE_MULTIPLE else {n})
-    sizes = [(h, w) for h in around(height) for w in around(width)]
-    sizes.sort(key=lambda s: abs(s[0] - height) + abs(s[1] - width))
-    return [f"{h}x{w}" for h, w in sizes]
+def fix_pooling(model: nn.Module, input_size: tuple[int, int]) -> list[dict]:
+    """Write ``model``'s pyramid pooling (in place) as exact fixed ops for ``input_size``; returns the plan."""
+    return model.backbone.ppa.fix_sizes(model.token_sizes(*input_size))
 
 
-def fold_for_export(model: nn.Module) -> nn.Module:
-    """A BN-folded copy whose pyramid pooling is written as plain average pools (exact for multiples of 64)."""
+def pooling_record(model: TopFormer, input_size: tuple[int, int]) -> dict:
+    """The manifest's ``pooling``: per level the token size, output and op, and the method overall.
+
+    ``avg_pool``: every level's windows are even (plain average pools, as for multiples of 64);
+    ``pooling_matrices``: at least one level is pooled by two constant matrices (exact, a little dearer).
+    """
+    levels = model.backbone.ppa.plan(model.token_sizes(*input_size))
+    method = "avg_pool" if all(level["op"] == "avg_pool" for level in levels) else "pooling_matrices"
+    return {"method": method, "levels": levels}
+
+
+def fold_for_export(model: nn.Module, input_size: tuple[int, int] | None = None) -> nn.Module:
+    """A BN-folded copy; with ``input_size``, its pyramid pooling fixed for that size (:func:`fix_pooling`)."""
     folded = fold_batchnorm(model)
-    for module in folded.modules():
-        if hasattr(module, "exact_avgpool"):
-            module.exact_avgpool = True
+    if input_size is not None:
+        fix_pooling(folded, input_size)
     return folded
 
 
@@ -73,9 +74,12 @@ def export_modules(folded: nn.Module, fmt: str, output: str,
                    input_size: tuple[int, int]) -> tuple[nn.Module, nn.Module]:
     """(module to convert, reference module to verify against) for ``fmt`` ('onnx' or 'tflite').
 
-    The reference is the folded official model; TFLite gets the NHWC-friendly rewrite of the attention.
+    The reference is the folded official model (its adaptive pooling); the converted module has the pooling
+    fixed for ``input_size`` and, for TFLite, the NHWC-friendly rewrite (attention and pooling matrices).
     """
     reference = SegmentationOutput(folded, output, input_size).eval()
+    module = copy.deepcopy(folded)
+    fix_pooling(module, input_size)
     if fmt == "tflite":
-        return SegmentationOutput(rewrite_for_nhwc(folded), output, input_size).eval(), reference
-    return SegmentationOutput(copy.deepcopy(folded), output, input_size).eval(), reference
+        module = rewrite_for_nhwc(module)
+    return SegmentationOutput(module, output, input_size).eval(), reference

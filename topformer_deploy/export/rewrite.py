@@ -9,6 +9,11 @@
   instructions) with 8 TRANSPOSE instead of 28; an earlier form applying the projection per head as a batch
   matmul with a constant operand plus a sum over heads saved the second transpose but did 0.2% more work,
   and XNNPACK cannot run such a batch matmul in FP16 (it refuses the whole delegate).
+* :class:`NhwcPyramidPoolAgg` - the pyramid pooling fixed for one input size, channels-last. Its
+  :class:`NhwcPoolingMatrices` (the exact pooling of uneven windows, sizes that are not multiples of 64)
+  compute the W pass as a batch matmul over the B*H rows of (W, C) and the H pass as a matmul on
+  (H, ow*C): no TRANSPOSE in NHWC. In an int8 graph the converter turns each batch-1 int8 H pass into
+  TRANSPOSE + FULLY_CONNECTED (int8, of the small W-pooled tensor): its lowering, not ours.
 
 Not rewritten, measured: PyTorch pads a stride-2 kxk conv symmetrically by k//2, which TFLite's SAME padding
   cannot express, so the converter puts a PAD before each of the 5 strided convs. A (k+1)x(k+1) kernel with
@@ -24,7 +29,7 @@ import copy
 import torch
 from torch import nn
 
-from ..model.blocks import Attention
+from ..model.blocks import Attention, AveragePool, PoolingMatrices, PyramidPoolAgg
 
 
 class NhwcAttention(nn.Module):
@@ -61,6 +66,47 @@ class NhwcAttention(nn.Module):
         return self.proj(out.permute(0, 3, 1, 2))                                  # ReLU6 + 1x1 conv
 
 
+class NhwcPoolingMatrices(nn.Module):
+    """:class:`~topformer_deploy.model.blocks.PoolingMatrices` (same buffers, same numbers) on NHWC tensors."""
+
+    def __init__(self, pool: PoolingMatrices):
+        super().__init__()
+        self.size, self.out = pool.size, pool.out
+        self.pool_rows, self.pool_cols = pool.pool_rows, pool.pool_cols
+        self.register_buffer("rows", pool.rows.clone())
+        self.register_buffer("cols", pool.cols.clone())
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = t.shape
+        oh, ow = self.out
+        if self.pool_rows:
+            t = torch.matmul(self.rows, t.reshape(b, h, w * c))                   # (B, oh, W*C)
+        if self.pool_cols:
+            t = torch.matmul(self.cols, t.reshape(b * oh, w, c))                  # (B*oh, ow, C)
+        return t.reshape(b, oh, ow, c)
+
+
+class NhwcPyramidPoolAgg(nn.Module):
+    """A :class:`~topformer_deploy.model.blocks.PyramidPoolAgg` whose pooling was fixed for one input size,
+    computed channels-last: each level from the NHWC view of its tokens, concatenated on the last axis,
+    one permute back (all free in NHWC; pooling to NCHW and concatenating on channels instead makes the
+    converter put a TRANSPOSE after every level and one after the concatenation).
+    """
+
+    def __init__(self, ppa: PyramidPoolAgg):
+        super().__init__()
+        self.stride = ppa.stride
+        self.levels = nn.ModuleList(NhwcPoolingMatrices(level) if isinstance(level, PoolingMatrices) else level
+                                    for level in ppa.levels)
+
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        # The clone (no op in the .tflite) keeps litert-torch's layout pass from making an int8 token NCHW
+        # for the permute (3 TRANSPOSEs per level, measured); an average pool does that by itself.
+        pooled = [level(x).permute(0, 2, 3, 1) if isinstance(level, AveragePool)
+                  else level(x.clone().permute(0, 2, 3, 1)) for level, x in zip(self.levels, inputs)]
+        return torch.cat(pooled, dim=-1).permute(0, 3, 1, 2)
+
+
 def _folded_conv(conv_bn: nn.Sequential) -> nn.Conv2d:
     if not isinstance(conv_bn.bn, nn.Identity):
         raise ValueError("rewrite_for_nhwc needs a BatchNorm-folded model (call fold_batchnorm first)")
@@ -72,10 +118,12 @@ def _bias(conv: nn.Conv2d) -> torch.Tensor:
 
 
 def rewrite_for_nhwc(folded: nn.Module) -> nn.Module:
-    """A copy of a BN-folded model with NHWC-friendly attention."""
+    """A copy of a BN-folded model with NHWC-friendly attention and (once fixed for a size) pyramid pooling."""
     model = copy.deepcopy(folded).eval()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, Attention):
                 setattr(parent, name, NhwcAttention(child))
+            elif isinstance(child, PyramidPoolAgg) and child.levels is not None:
+                setattr(parent, name, NhwcPyramidPoolAgg(child))
     return model

@@ -119,10 +119,15 @@ def _model_view(path: str | os.PathLike):
     return schema, schema.Model.GetRootAs(Path(path).read_bytes(), 0)
 
 
-def tflite_op_histogram(path: str | os.PathLike) -> dict[str, int]:
-    """Operator name -> count over all subgraphs of a ``.tflite`` file, most frequent first."""
+def tflite_op_histogram(path: str | os.PathLike, output_dtype: str | None = None) -> dict[str, int]:
+    """Operator name -> count over all subgraphs of a ``.tflite`` file, most frequent first.
+
+    ``output_dtype`` (a TensorType name such as ``"FLOAT32"``) counts only the operators whose first output has
+    that type: in an int8 graph, the float islands.
+    """
     schema, model = _model_view(path)
     names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    types = {name: value for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
     codes = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
@@ -133,7 +138,9 @@ def tflite_op_histogram(path: str | os.PathLike) -> dict[str, int]:
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
         for o in range(subgraph.OperatorsLength()):
-            counts[codes[subgraph.Operators(o).OpcodeIndex()]] += 1
+            op = subgraph.Operators(o)
+            if output_dtype is None or subgraph.Tensors(op.Outputs(0)).Type() == types[output_dtype]:
+                counts[codes[op.OpcodeIndex()]] += 1
     return dict(counts.most_common())
 
 

@@ -83,32 +83,94 @@ class TokenPyramidModule(nn.Module):
         return outs
 
 
+def adaptive_pool_matrix(size: int, out: int) -> torch.Tensor:
+    """The (out, size) matrix of 1-D adaptive average pooling.
+
+    Row i averages the inputs [floor(i * size / out), ceil((i + 1) * size / out)), as ``adaptive_avg_pool``.
+    """
+    matrix = torch.zeros(out, size)
+    for i in range(out):
+        start, end = (i * size) // out, -(-(i + 1) * size // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+class AveragePool(nn.Module):
+    """One pyramid level whose windows are even: a plain ``avg_pool2d`` (kernel = stride)."""
+
+    def __init__(self, size: tuple[int, int], out: tuple[int, int]):
+        super().__init__()
+        self.size, self.out = tuple(size), tuple(out)
+        self.kernel = (size[0] // out[0], size[1] // out[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.kernel)
+
+
+class PoolingMatrices(nn.Module):
+    """One pyramid level's adaptive average pooling at a fixed size, exactly: ``rows @ x @ cols^T``.
+
+    Adaptive pooling over a rectangle window is separable, so it is two constant matrices, one per axis
+    (:func:`adaptive_pool_matrix`); an axis that is not pooled (size == output) is skipped. The buffers are
+    ``rows`` (oh, h) and ``cols`` (ow, w); this NCHW form multiplies ``x @ cols^T`` (a MatMul with a constant
+    right operand) then ``rows @ .``.
+    """
+
+    def __init__(self, size: tuple[int, int], out: tuple[int, int]):
+        super().__init__()
+        self.size, self.out = tuple(size), tuple(out)
+        self.pool_rows, self.pool_cols = size[0] != out[0], size[1] != out[1]
+        self.register_buffer("rows", adaptive_pool_matrix(size[0], out[0]))
+        self.register_buffer("cols", adaptive_pool_matrix(size[1], out[1]))
+        self.register_buffer("cols_t", self.cols.t().contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_cols:
+            x = torch.matmul(x, self.cols_t)
+        if self.pool_rows:
+            x = torch.matmul(self.rows, x)
+        return x
+
+
 class PyramidPoolAgg(nn.Module):
     """Pool every pyramid level to ceil(last / stride) and concatenate on channels (no parameters).
 
-    With ``exact_avgpool=True`` (input a multiple of 64) the adaptive pooling is written as the
-    equivalent ``avg_pool2d`` with kernel = stride, which every converter maps to a plain AVERAGE_POOL.
+    The official ``adaptive_avg_pool2d`` by default. For export, :meth:`fix_sizes` replaces it, for one input
+    size, by exact fixed operations per level (``levels``): a plain :class:`AveragePool` where the windows are
+    even (every level of a multiple-of-64 input), else :class:`PoolingMatrices`.
     """
 
     def __init__(self, stride: int = 2):
         super().__init__()
         self.stride = stride
-        self.exact_avgpool = False
+        self.levels: nn.ModuleList | None = None
 
-    def output_size(self, last: torch.Tensor) -> tuple[int, int]:
-        h, w = last.shape[-2:]
+    def output_size(self, last: torch.Tensor | tuple[int, int]) -> tuple[int, int]:
+        h, w = last.shape[-2:] if isinstance(last, torch.Tensor) else last
         return (h - 1) // self.stride + 1, (w - 1) // self.stride + 1
 
+    def plan(self, sizes: list[tuple[int, int]]) -> list[dict]:
+        """How each level of these token sizes is pooled exactly: ``{size, output, op}``, op avg_pool | matrices."""
+        out = self.output_size(sizes[-1])
+        return [{"size": [h, w], "output": list(out),
+                 "op": "avg_pool" if h % out[0] == 0 and w % out[1] == 0 else "matrices"} for h, w in sizes]
+
+    def fix_sizes(self, sizes: list[tuple[int, int]]) -> list[dict]:
+        """Pool these token sizes with fixed exact operations from now on; returns :meth:`plan`."""
+        plan = self.plan(sizes)
+        kinds = {"avg_pool": AveragePool, "matrices": PoolingMatrices}
+        self.levels = nn.ModuleList(kinds[p["op"]](tuple(p["size"]), tuple(p["output"])) for p in plan)
+        return plan
+
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
-        oh, ow = self.output_size(inputs[-1])
-        pooled = []
-        for x in inputs:
-            h, w = x.shape[-2:]
-            if self.exact_avgpool and h % oh == 0 and w % ow == 0:
-                pooled.append(F.avg_pool2d(x, (h // oh, w // ow)))
-            else:
-                pooled.append(F.adaptive_avg_pool2d(x, (oh, ow)))
-        return torch.cat(pooled, dim=1)
+        if self.levels is None:
+            out = self.output_size(inputs[-1])
+            return torch.cat([F.adaptive_avg_pool2d(x, out) for x in inputs], dim=1)
+        sizes = [tuple(x.shape[-2:]) for x in inputs]
+        if sizes != [level.size for level in self.levels]:
+            raise ValueError(f"the pyramid pooling was fixed for token sizes {[level.size for level in self.levels]}, "
+                             f"got {sizes}")
+        return torch.cat([level(x) for level, x in zip(self.levels, inputs)], dim=1)
 
 
 class Attention(nn.Module):
