@@ -68,8 +68,10 @@ def _keygen(path: Path) -> None:
                    stdin=subprocess.DEVNULL)
 
 
-def start_sshd(workdir: Path, timeout: float = 15) -> Sshd:
-    """Start sshd on a free loopback port; everything it needs lives under ``workdir``."""
+def start_sshd(workdir: Path, timeout: float = 15, sftp: bool = True, home: Path | None = None) -> Sshd:
+    """Start sshd on a free loopback port; everything it needs lives under ``workdir``. ``sftp=False``: no SFTP
+    subsystem (as dropbear and minimal images), so OpenSSH 9's scp fails unless it falls back to its own
+    protocol. ``home``: the sessions' $HOME (checkable for files left in the device user's home)."""
     sshd = require_sshd()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -88,8 +90,8 @@ def start_sshd(workdir: Path, timeout: float = 15) -> Sshd:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {workdir}/sshd.pid\n"
         f"AuthorizedKeysFile {workdir}/authorized_keys\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
-        "StrictModes no\nUsePAM no\nLogLevel ERROR\nSubsystem sftp internal-sftp\n"
-        f"SetEnv TMPDIR={tmpdir}\n")
+        "StrictModes no\nUsePAM no\nLogLevel ERROR\n" + ("Subsystem sftp internal-sftp\n" if sftp else "") +
+        f"SetEnv TMPDIR={tmpdir}" + (f" HOME={home}" if home else "") + "\n")
     host_pub = (workdir / "host_ed25519.pub").read_text().split()
     (workdir / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     config = workdir / "ssh_config"

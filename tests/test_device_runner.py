@@ -16,8 +16,8 @@ from topformer_deploy.bench import device_runner
 from topformer_deploy.bench.benchmark_model import parse_onnxruntime_profile
 
 RUNNER = Path(device_runner.__file__)
-ALLOWED_IMPORTS = {"argparse", "copy", "hashlib", "io", "json", "os", "platform", "resource", "signal", "sys", "tempfile",
-                   "time", "numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime"}
+ALLOWED_IMPORTS = {"argparse", "copy", "hashlib", "io", "json", "os", "platform", "resource", "select", "signal", "sys",
+                   "tempfile", "time", "numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime"}
 
 
 class _SmallModels(dict):

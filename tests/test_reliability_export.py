@@ -7,7 +7,6 @@ docs/reliability.md lists them.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from faults import fill, tmpfs
 from topformer_deploy import CheckpointError, TopformerDeployError, build_model, load_checkpoint
 from topformer_deploy.cli import main
 from topformer_deploy.data import NUM_CLASSES, write_dataset
@@ -57,33 +57,6 @@ def one_error_line(stderr: str) -> str:
 def visible(folder: Path) -> list[str]:
     """Every entry of ``folder``, hidden ones included."""
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str, readonly: bool = False):
-    """A small tmpfs at ``path`` (a real full or read-only file system); skip when mounting is not permitted."""
-    path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if readonly else "")
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
-    if mount.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({mount.stderr.strip() or 'mount failed'}): needs root")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(folder: Path) -> None:
-    """Fill the file system of ``folder`` to the last byte."""
-    with open(folder / "filler", "wb") as fh:
-        with contextlib.suppress(OSError):
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        with contextlib.suppress(OSError):
-            while True:
-                fh.write(b"\0")
-                fh.flush()
 
 
 def png(path: Path, width: int, height: int, bit_depth: int = 8, rgb: bool = False, value: int = 0) -> Path:

@@ -144,6 +144,118 @@ def read_manifest(artifact: str | os.PathLike, required: bool = True) -> dict | 
     return document
 
 
+def declared_inputs(artifact: str | os.PathLike) -> list[dict]:
+    """``[{name, shape, dtype}]`` of the inputs as the file itself declares them (what a runtime loads), read
+    without a runtime: the flatbuffer's first subgraph (TFLite) or the graph's non-initializer inputs (ONNX)."""
+    path = Path(artifact)
+    if path.suffix.lower() == ".tflite":
+        from ai_edge_litert import schema_py_generated as schema
+
+        names = {value: name.lower() for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+        graph = schema.Model.GetRootAs(path.read_bytes(), 0).Subgraphs(0)
+        tensors = [graph.Tensors(graph.Inputs(i)) for i in range(graph.InputsLength())]
+        return [{"name": t.Name().decode(), "shape": [int(d) for d in t.ShapeAsNumpy()],
+                 "dtype": names.get(t.Type(), str(t.Type()))} for t in tensors]
+    model = memoryview(path.read_bytes())
+    graph = next((value for field, value in _protobuf_fields(model) if field == 7), None)   # ModelProto.graph
+    if graph is None:
+        raise ValueError("no graph in the ONNX file")
+    fields = list(_protobuf_fields(graph))
+    constants = {bytes(v) for f, tensor in fields if f == 5 for f2, v in _protobuf_fields(tensor) if f2 == 8}
+    inputs = []
+    for value_info in (value for field, value in fields if field == 11):                    # GraphProto.input
+        info = dict(_protobuf_fields(value_info))                                           # name 1, type 2
+        tensor = dict(_protobuf_fields(dict(_protobuf_fields(info[2]))[1]))                 # TypeProto.tensor_type
+        dims = [dict(_protobuf_fields(d)) for f, d in _protobuf_fields(tensor.get(2, b"")) if f == 1]
+        name = bytes(info[1])
+        if name not in constants:
+            inputs.append({"name": name.decode(), "shape": [d[1] if 1 in d else bytes(d.get(2, b"")).decode()
+                                                            for d in dims],
+                           "dtype": _ONNX_DTYPES.get(tensor.get(1), str(tensor.get(1)))})
+    return inputs
+
+
+#: ONNX TensorProto.DataType -> numpy dtype name
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+                10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+
+
+def _protobuf_fields(message):
+    """``(field number, value)`` of a protobuf message's wire format: varints as ints, the rest as memoryviews
+    (ONNX graphs are read this way: the onnx package takes seconds to import, for four fields)."""
+    message = memoryview(message)
+    i = 0
+    while i < len(message):
+        key, i = _varint(message, i)
+        wire = key & 7
+        if wire == 0:
+            value, i = _varint(message, i)
+        elif wire in (1, 2, 5):
+            size, i = (8, i) if wire == 1 else (4, i) if wire == 5 else _varint(message, i)
+            value, i = message[i:i + size], i + size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield key >> 3, value
+
+
+def _varint(data, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if byte < 0x80:
+            return value, i
+
+
+def inputs_mismatch(manifest: dict, inputs: list[dict]) -> str | None:
+    """How ``inputs`` (``[{shape, dtype}]``, as a file or a runtime reports them) differ from what ``manifest``
+    records - its inputs and, for a whole network, its input size - or None when they agree. Names are not
+    compared (runtimes name TFLite inputs after the signature or the tensor)."""
+    def described(items):
+        return sorted(f"{list(i['shape'])} {i['dtype']}" for i in items)
+
+    try:
+        recorded, actual, first = described(manifest["inputs"]), described(inputs), described([manifest["input"]])
+        if recorded != actual:
+            return f"its inputs are {', '.join(actual)}, the manifest records {', '.join(recorded)}"
+        if first[0] not in recorded:
+            return f"the manifest's input {first[0]} is none of its inputs ({', '.join(recorded)})"
+        if manifest.get("stage", "full") != "full":
+            return None
+        shape, layout = manifest["input"]["shape"], manifest["input"].get("layout", "NHWC")
+        size = (int(shape[2]), int(shape[3])) if layout == "NCHW" else (int(shape[1]), int(shape[2]))
+        recorded_size = input_size_of(manifest)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return f"the manifest's inputs cannot be read ({type(exc).__name__}: {exc})"
+    if recorded_size != size:
+        return (f"its input is {size[0]}x{size[1]}, the manifest records an input size of "
+                f"{recorded_size[0]}x{recorded_size[1]}")
+    return None
+
+
+def check_artifact(artifact: str | os.PathLike, manifest: dict) -> None:
+    """Refuse an artifact that is not the one its manifest describes (an edited manifest, a replaced or damaged
+    file): its sha256 and the inputs it declares must be the recorded ones. Run before it is timed, so that no
+    result is ever filed under a configuration the file is not."""
+    path = Path(artifact)
+    where = f"{path} does not match its manifest {manifest_path(path).name}"
+    actual, recorded = sha256_file(path), manifest.get("sha256")
+    if actual != recorded:
+        said = f"records {recorded[:16]}..." if isinstance(recorded, str) and recorded else "records none"
+        raise TopformerDeployError(f"{where}: its sha256 is {actual[:16]}..., the manifest {said} (the file or the "
+                                   "manifest changed after export); export it again")
+    try:
+        declared = declared_inputs(path)
+    except ImportError:
+        return  # no reader here: the inputs the runtime reports are compared after the first run instead
+    except Exception as exc:  # noqa: BLE001 - flatbuffers / protobuf raise anything on a file they cannot read
+        raise TopformerDeployError(f"{where}: cannot read its inputs ({type(exc).__name__}: {exc})") from None
+    problem = inputs_mismatch(manifest, declared)
+    if problem:
+        raise TopformerDeployError(f"{where}: {problem}; export it again")
+
+
 def quantize_array(x: np.ndarray, scale: float, zero_point: int, dtype: str = "int8") -> np.ndarray:
     """Real values -> what an int8 (or uint8) graph boundary takes (``real = scale * (q - zero_point)``)."""
     limits = np.iinfo(dtype)

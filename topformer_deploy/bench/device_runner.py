@@ -20,6 +20,7 @@ import io
 import json
 import os
 import platform
+import select
 import signal
 import sys
 import tempfile
@@ -68,6 +69,8 @@ def parse_args(argv):
     p.add_argument("--post-size", metavar="HxW", help="--post: class map size (default: the model input's)")
     p.add_argument("--post-layout", choices=("NCHW", "NHWC"),
                    help="--post: layout of the logits (default NHWC for TFLite, NCHW for ONNX)")
+    p.add_argument("--time-limit", type=float, default=0, metavar="SECONDS",
+                   help="end the run after this long, wherever it hangs (default: no limit)")
     args = p.parse_args(argv)
     if args.threads < 1:
         raise RunnerError("bad_input", "--threads must be >= 1, got %d" % args.threads)
@@ -1133,7 +1136,9 @@ def main(argv=None):
     """Run and print the one JSON document; returns the exit code."""
     out = _claim_stdout()
     try:
-        doc, code = measure(parse_args(argv)), 0
+        args = parse_args(argv)
+        start_watchdog(out, args.time_limit)
+        doc, code = measure(args), 0
     except RunnerError as exc:
         doc, code = failure(exc.kind, str(exc)), 2
     except KeyboardInterrupt:
@@ -1144,6 +1149,45 @@ def main(argv=None):
     out.write(json.dumps(doc) + "\n")
     out.flush()
     return code
+
+
+def start_watchdog(out, time_limit=0):
+    """Make this process die with the connection that started it: a forked watchdog SIGKILLs it when the reader
+    of its stdout is gone (the ssh or adb link closed: the bench timed out, was interrupted, or the link dropped)
+    or after ``time_limit`` seconds, and ends itself when this process ends. Without it a runner hung in native
+    code outlives its connection, re-parented to init, still running on the device's cores."""
+    try:
+        out_fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not hasattr(os, "fork") or not hasattr(select, "poll"):
+        return None
+    runner = os.getpid()
+    alive_read, alive_write = os.pipe()      # its write end closes when this process ends, however it ends
+    pid = os.fork()
+    if pid:
+        os.close(alive_read)
+        return pid
+    code = 0
+    try:
+        os.close(alive_write)
+        for fd in (0, 1, 2):                  # hold nothing but the two fds it watches
+            os.close(fd)
+        poller = select.poll()
+        poller.register(out_fd, select.POLLERR | select.POLLHUP)     # a pipe's write end: POLLERR when unread
+        poller.register(alive_read, select.POLLIN | select.POLLHUP)
+        end = time.monotonic() + time_limit if time_limit and time_limit > 0 else None
+        while True:
+            wait_ms = None if end is None else max(0, int((end - time.monotonic()) * 1000))
+            events = poller.poll(wait_ms)
+            if any(fd == alive_read for fd, _ in events):
+                break                                        # the runner ended on its own
+            if events or (end is not None and time.monotonic() >= end):
+                os.kill(runner, signal.SIGKILL)
+                break
+    except BaseException:  # noqa: BLE001 - a watchdog never raises into the runner's code
+        code = 1
+    os._exit(code)
 
 
 def _claim_stdout():

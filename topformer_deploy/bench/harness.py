@@ -8,16 +8,19 @@ record the conditions again, and remove the temp dir - also on error and Ctrl-C.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..artifact import input_size_of, now_iso, read_manifest, sha256_file
+from ..artifact import check_artifact, input_size_of, inputs_mismatch, now_iso, read_manifest, sha256_file
 from ..errors import TopformerDeployError
+from ..files import output_failure, write_atomic
 from . import conditions as cond
 from .binaries import remember
 from .engines import ENGINES, EngineChoice, choose_engine
@@ -25,9 +28,11 @@ from .lock import device_lock
 from .device_runner import POST_METHODS
 from .result import (COMPARE_SCHEMA, SCHEMA_VERSION, build_result, make_config, post_summary,
                      summarize_instructions)
-from .transports import DeviceError, Transport, last_line
+from .transports import DeviceError, RunResult, Transport, last_line
 
 RUNNER = Path(__file__).with_name("device_runner.py")
+#: seconds past --timeout after which the runner ends itself (in case the connection outlives the timeout)
+RUNNER_GRACE = 30
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 
@@ -96,6 +101,10 @@ class _Session:
         self.pin: list[str] = []
         self.post: dict[str, list[str]] = {}   # remote model -> its runner --post arguments
         self.remote_input = None
+        self.local_names: dict[str, str] = {}     # device path -> the user's file, for the messages
+        # TMPDIR and HOME: whatever the runtime writes there (onnxruntime's .ses file, its telemetry in
+        # ~/.cache/Microsoft) goes with the temp dir instead of outliving the run in the device user's home
+        self.env = {"TMPDIR": tmp, "HOME": tmp}
         self.tool: dict = {}
         self.python = options.python or transport.default_python
         if options.engine == "python":
@@ -108,6 +117,7 @@ class _Session:
             suffix = Path(options.input_file).suffix or ".npy"
             self.remote_input = f"{tmp}/input{suffix}"
             self.t.push(Path(options.input_file), self.remote_input)
+            self.local_names[self.remote_input] = str(options.input_file)
 
     def _identify_tool(self, choice: EngineChoice) -> dict:
         """Which benchmark tool the binary is (its ``--help``), refused when it cannot honour ``--threads``;
@@ -147,7 +157,32 @@ class _Session:
         """Push ``path`` as ``<index>-<name>`` (two builds of the same name can be compared)."""
         remote = f"{self.tmp}/{index}-{_remote_name(path, f'model{path.suffix.lower()}')}"
         self.t.push(path, remote)
+        self.local_names[remote] = str(path)
         return remote
+
+    def said(self, text: str) -> str:
+        """``text`` from the device with its temp paths replaced by the user's files (their names mean nothing)."""
+        for remote, local in sorted(self.local_names.items(), key=lambda item: -len(item[0])):
+            text = text.replace(remote, local)
+        return text.replace(self.tmp, "<device temp dir>")
+
+    def timed_run(self, argv: list[str]) -> RunResult:
+        """Run one timed invocation with the session's environment. On a remote device a timeout or Ctrl-C ends only
+        the local ssh/adb client, so its pid is recorded in the temp dir and, when the call fails, whatever still runs
+        under it is killed there (by that pid, if its command line still names this temp dir) before the temp dir
+        goes; the python runner also ends itself when its connection closes (its watchdog)."""
+        if not self.t.remote:
+            return self.t.run(argv, timeout=self.o.timeout, check=False, env=self.env)
+        pidfile = f"{self.tmp}/run.pid"
+        try:
+            return self.t.run(["sh", "-c", 'echo $$ > "$0" && exec "$@"', pidfile, *argv], timeout=self.o.timeout,
+                              check=False, env=self.env)
+        except BaseException:
+            kill = ('pid=$(cat "$0" 2>/dev/null) && grep -qF -- "$1" "/proc/$pid/cmdline" 2>/dev/null && '
+                    'kill -9 "$pid"; true')
+            with contextlib.suppress(DeviceError):
+                self.t.run(["sh", "-c", kill, pidfile, self.tmp], timeout=30, check=False)
+            raise
 
     def run_once(self, remote_model: str, save_output: bool) -> dict:
         if self.o.engine == "python":
@@ -166,18 +201,19 @@ class _Session:
         if o.profile_dir and o.engine == "python":
             argv += ["--profile", f"{self.tmp}/profile"]
         argv += self.post.get(remote_model, [])
-        # TMPDIR: whatever the runtime writes there (onnxruntime's .ses file) goes with the temp dir
-        result = self.t.run(argv, timeout=o.timeout, check=False, env={"TMPDIR": self.tmp})
+        argv += ["--time-limit", f"{o.timeout + RUNNER_GRACE:g}"]  # the runner's own end, should the link stay up
+        result = self.timed_run(argv)
         doc = _runner_json(result.stdout)
         if doc is None:
             detail = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
+            detail = self.said(detail)
             if result.returncode == 127 or "not found" in detail:
                 raise DeviceError(f"{self.t.name}: cannot start {self.python!r} ({detail.strip()}): install Python 3 "
                                   "with numpy and ai-edge-litert or onnxruntime, pass --python PATH, or use "
                                   "--engine benchmark_model")
             raise DeviceError(f"{self.t.name}: the runner gave no result (exit {result.returncode}): {detail.strip()}")
         if not doc.get("ok"):
-            kind, error = doc.get("error_kind", "runtime_error"), doc.get("error", "unknown error")
+            kind, error = doc.get("error_kind", "runtime_error"), self.said(doc.get("error", "unknown error"))
             if kind == "no_runtime":
                 raise DeviceError(f"{self.t.name}: no usable runtime for this model: {error}")
             if kind in ("bad_model", "bad_input"):
@@ -191,11 +227,12 @@ class _Session:
         o = self.o
         argv = benchmark_model_argv(f"{self.tmp}/benchmark_model", remote_model, o.threads, o.warmup, o.runs,
                                     op_profiling=o.op_profiling, flavor=self.tool["flavor"])
-        result = self.t.run([*self.pin, *argv], timeout=o.timeout, check=False, env={"TMPDIR": self.tmp})
+        result = self.timed_run([*self.pin, *argv])
         parsed = parse_benchmark_model(result.stdout + "\n" + result.stderr)
         latencies = _benchmark_model_latencies(parsed)
         if parsed.get("error") or not latencies:
             detail = parsed.get("error") or (result.stderr.strip().splitlines() or ["no timings in its output"])[-1]
+            detail = self.said(detail)
             raise DeviceError(f"{self.t.name}: benchmark_model failed (exit {result.returncode}): {detail}")
         tool = {"tflite": "TFLite benchmark_model", "litert": "LiteRT benchmark_model (CompiledModel)"}
         return {"runner_version": None, "ok": True,
@@ -348,6 +385,9 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
             raise TopformerDeployError(f"{p}: no such model file")
     formats = [artifact_format(p) for p in paths]
     manifests = [read_manifest(p, required=False) for p in paths]
+    for path, manifest in zip(paths, manifests):
+        if manifest is not None:   # before anything is timed: a result is filed under the manifest's configuration
+            check_artifact(path, manifest)
     with device_lock(transport.name, options.lock_timeout,
                      on_wait=lambda who: say(f"waiting for {transport.name}: another bench holds it ({who})")):
         say(f"reading the conditions on {transport.name}")
@@ -380,6 +420,7 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
                     first = not runs[i]
                     runs[i].append(session.run_once(remote[i], first and bool(options.save_output)))
                     if first:
+                        _check_loaded(paths[i], manifests[i], runs[i][-1])
                         _pull_extras(transport, tmp, runs[i][-1], options)
                 if on_partial and step + 1 < total:
                     on_partial([_result(p, m, f, options, device, before, {}, cores, pinned, hot, r, True, choice)
@@ -389,15 +430,34 @@ def _bench(paths: list[Path], transport: Transport, options: BenchOptions, progr
             for p, m, f, r in zip(paths, manifests, formats, runs)]
 
 
+def _check_loaded(path: Path, manifest: dict | None, doc: dict) -> None:
+    """The inputs the runtime loaded (the runner reports them) must be those the manifest records."""
+    inputs = (doc.get("model") or {}).get("inputs")
+    problem = inputs_mismatch(manifest, inputs) if manifest and inputs else None
+    if problem:
+        runtime = (doc.get("runtime") or {}).get("name", "the runtime")
+        raise TopformerDeployError(f"{path} does not match its manifest as {runtime} loads it: {problem}; "
+                                   "export it again")
+
+
 def _pull_extras(transport: Transport, tmp: str, doc: dict, options: BenchOptions) -> None:
-    """Bring back what the first run wrote on the device: the output array and the operator profile."""
-    if options.save_output and doc.get("outputs_saved"):
-        transport.pull(f"{tmp}/output.npy", Path(options.save_output))
-        doc["outputs_saved"] = str(options.save_output)
+    """Bring back what the first run wrote on the device: the output array and the operator profile. Each comes
+    through a local temp file and is written whole or not at all; one that cannot be brought back is said in
+    ``pull_error`` (the measurement stands: results are never lost to an auxiliary file)."""
     profile = doc.get("profile") or {}
+    wanted = []
+    if options.save_output and doc.get("outputs_saved"):
+        wanted.append(("--save-output", f"{tmp}/output.npy", Path(options.save_output), doc, "outputs_saved"))
     if options.profile_dir and profile.get("file"):
-        local = Path(options.profile_dir)
-        local.mkdir(parents=True, exist_ok=True)
-        target = local / Path(profile["file"]).name
-        transport.pull(profile["file"], target)
-        profile["local_file"] = str(target)
+        target = Path(options.profile_dir) / Path(profile["file"]).name
+        wanted.append(("--profile-dir", profile["file"], target, profile, "local_file"))
+    for what, remote, target, entry, key in wanted:
+        entry[key] = None
+        try:
+            with tempfile.TemporaryDirectory(prefix="topformer-deploy-pull.") as scratch:
+                transport.pull(remote, Path(scratch) / target.name)
+                write_atomic(target, (Path(scratch) / target.name).read_bytes())
+        except (OSError, TopformerDeployError) as exc:
+            doc["pull_error"] = output_failure(what, target, exc)
+            continue
+        entry[key] = str(target)

@@ -28,6 +28,8 @@ _SAFE_REMOTE_PATH = re.compile(r"[A-Za-z0-9_./+-]+")
 _SSH_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SSH_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*|\[[0-9A-Fa-f:.]+\]")
 _ADB_SERIAL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
+#: what OpenSSH 9's scp (SFTP by default) says to a server without an SFTP subsystem
+_NO_SFTP = re.compile(r"Connection closed|subsystem request failed")
 
 
 class DeviceError(TopformerDeployError):
@@ -75,6 +77,20 @@ def _adb_program(adb_path: str | None) -> str:
     return adb
 
 
+def check_ssh_destination(host: str, user: str | None) -> None:
+    """Refuse an ssh host or user that could be read as an option or a shell word."""
+    if not _SSH_HOST.fullmatch(host):
+        raise TopformerDeployError(f"bad ssh host {host!r}")
+    if user is not None and not _SSH_USER.fullmatch(user):
+        raise TopformerDeployError(f"bad ssh user {user!r}")
+
+
+def check_adb_serial(serial: str | None) -> None:
+    """Refuse an adb serial (None: the only device) that could be read as an option or a shell word."""
+    if serial is not None and not _ADB_SERIAL.fullmatch(serial):
+        raise TopformerDeployError(f"refusing adb serial {serial!r}: only letters, digits and ._:- are allowed")
+
+
 def _check_remote_path(path: str) -> str:
     if not _SAFE_REMOTE_PATH.fullmatch(path) or path.startswith("-"):
         raise DeviceError(f"refusing remote path {path!r}: only letters, digits and ._/+- are allowed")
@@ -90,6 +106,8 @@ class Transport:
     default_python = "python3"
     #: Whether pinning a run to cores (taskset) means anything on this target.
     pinning = True
+    #: Whether commands run on another machine, where a local timeout or Ctrl-C ends only the ssh/adb client.
+    remote = False
 
     def run(self, argv: list[str], timeout: float = 60, check: bool = True,
             stdin: bytes | None = None, env: dict[str, str] | None = None) -> RunResult:
@@ -201,15 +219,14 @@ class SshTransport(Transport):
     """
 
     kind = "ssh"
+    remote = True
 
     def __init__(self, host: str, user: str | None = None, port: int | None = None,
                  config_file: str | None = None, connect_timeout: int = 10):
-        if not _SSH_HOST.fullmatch(host):
-            raise TopformerDeployError(f"bad ssh host {host!r}")
-        if user is not None and not _SSH_USER.fullmatch(user):
-            raise TopformerDeployError(f"bad ssh user {user!r}")
+        check_ssh_destination(host, user)
         self.host, self.user, self.port = host, user, port
         self.destination = f"{user}@{host}" if user else host
+        self.legacy_scp = False          # scp -O: the server has no SFTP subsystem
         self.name = f"ssh:{self.destination}" + (f":{port}" if port else "")
         self.options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}",
                         "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
@@ -240,10 +257,19 @@ class SshTransport(Transport):
         return self._checked(self._ssh(shlex.join(argv), timeout, None), argv, check)
 
     def _scp(self, source: str, target: str, timeout: float) -> None:
+        """Copy with scp: over SFTP (OpenSSH 9's default), else - a server without an SFTP subsystem (dropbear,
+        minimal images), where scp says only "Connection closed" - with scp's own protocol (``-O``), from then on."""
         port = ["-P", str(self.port)] if self.port else []
-        result = run_local(["scp", "-q", *self.options, *port, source, target], timeout, what=f"{self.name} scp")
+        legacy = ["-O"] if self.legacy_scp else []
+        result = run_local(["scp", "-q", *legacy, *self.options, *port, source, target], timeout,
+                           what=f"{self.name} scp")
+        if result.returncode != 0 and not self.legacy_scp and _NO_SFTP.search(result.stderr):
+            self.legacy_scp = True
+            return self._scp(source, target, timeout)
         if result.returncode != 0:
-            raise DeviceError(f"{self.name}: copy failed: {last_line(result.stderr) or 'scp failed'}")
+            raise DeviceError(f"{self.name}: copy failed: {last_line(result.stderr) or 'scp failed'}"
+                              + (" (with scp -O, as the server has no SFTP subsystem)" if legacy else ""))
+        return None
 
     def push(self, local, remote, timeout=300):
         self._scp(str(local), f"{self.destination}:{_check_remote_path(remote)}", timeout)
@@ -278,10 +304,10 @@ class AdbTransport(Transport):
     """
 
     kind = "adb"
+    remote = True
 
     def __init__(self, serial: str | None = None, adb_path: str | None = None, state_timeout: float = 10):
-        if serial is not None and not _ADB_SERIAL.fullmatch(serial):
-            raise TopformerDeployError(f"refusing adb serial {serial!r}: only letters, digits and ._:- are allowed")
+        check_adb_serial(serial)
         self.adb = _adb_program(adb_path)
         self.serial = serial or self._single_device(state_timeout)
         self.name = f"adb:{self.serial}"

@@ -44,7 +44,8 @@ def _python_operator_view(entry: dict, options: BreakdownOptions, progress: Prog
         doc = run_bench(entry["path"], transport, bench, progress=progress)
         profile = (doc.get("runner") or {}).get("profile") or {}
         if not profile.get("local_file"):
-            return {"available": False, "source": source, "reason": "the runner wrote no profile"}
+            return {"available": False, "source": source,
+                    "reason": doc["runner"].get("pull_error") or "the runner wrote no profile"}
         text = Path(profile["local_file"]).read_text()
     if onnx:
         events = parse_onnxruntime_profile(text)

@@ -22,8 +22,10 @@ from .timing import time_artifacts
 
 def check_options(options: BreakdownOptions) -> None:
     """Refuse what cannot be measured before anything is exported."""
+    from ..bench.devices import parse_device
     from ..export.prepare import check_export_size
 
+    parse_device(options.device)
     if options.fmt not in FORMATS:
         raise TopformerDeployError(f"unknown format {options.fmt!r}: use tflite or onnx")
     if options.precision not in PRECISIONS:

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from ..bench.device_runner import POST_METHODS
-from .options import BINARY_HELP, ENGINE_HELP, INPUT_SIZE, SLOWDOWN, default_runs, echo_json
+from .options import (BINARY_HELP, ENGINE_HELP, INPUT_SIZE, SLOWDOWN, check_outputs, default_runs, echo_json,
+                      write_outputs)
 
 CORES_HELP = "big | little | all | a list such as 4,5,6,7 (big = the cores with the highest cpufreq maximum)."
 
@@ -104,6 +105,7 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     from ..bench.devices import open_transport
     from ..errors import TopformerDeployError
     from ..files import write_json
+    from ..gate.baseline import baseline_target, load_result_or_baseline
     from ..report.bench import result_table
     from ..report.common import console
 
@@ -115,17 +117,27 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
     runs = runs or default_runs(device)
     to_stdout = json_out == "-"
     err = console(stderr=True)
+    # every input and output is checked before anything is measured: the results are never lost to a bad path
+    check_outputs(("--json", json_out), ("--save-output", save_output), ("--save-baseline", save_baseline),
+                  ("--profile-dir", profile_dir))
     if breakdown:
         _breakdown(model or "tiny", compare or baseline or save_baseline, fmt, input_size, device, engine, threads,
                    warmup, runs, cores, allow_hot, benchmark_binary, adb_path, ssh_config, python, json_out, err)
         return
+    base = load_result_or_baseline(baseline) if baseline else None
+    if save_baseline:
+        baseline_target(save_baseline)
     options = BenchOptions(threads=threads, warmup=warmup, runs=runs, cores=cores, cooldown=cooldown,
                            repeat=repeat, max_temp=max_temp, allow_hot=allow_hot, engine=engine,
                            benchmark_binary=benchmark_binary, op_profiling=op_profiling, python=python,
                            timeout=timeout,
                            input_file=input_file, save_output=save_output, profile_dir=profile_dir,
                            post=tuple(post))
-    save_partial = (lambda doc: write_json(json_out, doc)) if json_out and not to_stdout else None
+
+    def save_partial(doc):  # best effort: what was measured so far survives an interruption
+        with contextlib.suppress(OSError):
+            write_json(json_out, doc)
+
     with _status(err) as say, tempfile.TemporaryDirectory(prefix="topformer-bench-") as scratch:
         paths = [resolve_model(m, fmt, input_size, say) for m in (compare or [model])]
         if post and not input_file:
@@ -133,15 +145,15 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
 
             options.input_file = str(write_photo_input(paths[0], Path(scratch) / "photo.npy"))
         transport = open_transport(device, adb_path=adb_path, ssh_config=ssh_config, progress=say)
+        partial = save_partial if json_out and not to_stdout else None
         try:
             if compare:
-                doc = run_compare(paths[0], paths[1], transport, options, rounds, say, save_partial)
+                doc = run_compare(paths[0], paths[1], transport, options, rounds, say, partial)
             else:
-                doc = run_bench(paths[0], transport, options, say, save_partial)
+                doc = run_bench(paths[0], transport, options, say, partial)
         finally:
             transport.close()
-    if json_out and not to_stdout:
-        write_json(json_out, doc)
+    # the results first, then the files: one that cannot be written is an error line after them
     if to_stdout:
         echo_json(doc)
     else:
@@ -153,22 +165,30 @@ def bench(model, compare, rounds, device, threads, warmup, runs, cores, repeat, 
                                                    (doc.get("a") or {}, doc.get("b") or {})):
         err.print("[yellow]warning: the device was hot or throttled; the result is flagged (conditions.hot)[/]")
     code = 0
-    if save_baseline:
-        from ..gate.baseline import save_baseline as save
-
-        save(doc, save_baseline, allow_hot=allow_hot)
-        err.print(f"baseline {doc['config_key']} saved in {save_baseline}")
     if baseline or compare:
-        from ..gate.baseline import load_result_or_baseline
         from ..gate.compare import gate_results
         from ..report.gate import gate_table
 
-        base, cand = (doc["a"], doc["b"]) if compare else (load_result_or_baseline(baseline), doc)
+        base, cand = (doc["a"], doc["b"]) if compare else (base, doc)
         report = gate_results(base, cand, max_slowdown=threshold, alpha=alpha, cross_config=bool(compare),
                               tolerance=tolerance)
         console(stderr=to_stdout).print(gate_table(report))
         code = report.exit_code if baseline else 0
-    sys.exit(code)
+    failed = [d["runner"]["pull_error"] for d in (doc.get("a"), doc.get("b"), doc)
+              if d and (d.get("runner") or {}).get("pull_error")]   # --save-output / --profile-dir
+    for error in failed:
+        err.print(f"error: {error}", markup=False, highlight=False)
+    failed += write_outputs(*[w for w in (
+        ("--json", None if to_stdout else json_out, lambda: write_json(json_out, doc)),
+        ("--save-baseline", save_baseline, lambda: _save_baseline(doc, save_baseline, allow_hot, err))) if w[1]])
+    sys.exit(code if baseline or not failed else 2)
+
+
+def _save_baseline(doc: dict, path: str, allow_hot: bool, err) -> None:
+    from ..gate.baseline import save_baseline
+
+    save_baseline(doc, path, allow_hot=allow_hot)
+    err.print(f"baseline {doc['config_key']} saved in {path}")
 
 
 def _breakdown(model, conflicting, fmt, input_size, device, engine, threads, warmup, runs, cores, allow_hot,

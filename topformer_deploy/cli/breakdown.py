@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from ..bench.device_runner import POST_METHODS
-from .options import BINARY_HELP, ENGINE_HELP, INPUT_SIZE, VARIANT, default_runs, echo_json
+from .options import (BINARY_HELP, ENGINE_HELP, INPUT_SIZE, VARIANT, check_outputs, default_runs, echo_json,
+                      write_outputs)
 
 
 @click.command()
@@ -74,6 +75,7 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
       topformer-deploy breakdown --variant small --device ssh:pi@raspberrypi --runs 30
     """
     from ..breakdown import BreakdownOptions, run_breakdown
+    from ..breakdown.run import check_options
     from ..errors import TopformerDeployError
     from ..files import write_json
     from ..report.common import console
@@ -82,6 +84,7 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
         raise TopformerDeployError("--precision int8 needs --calib DIR or --calib synthetic")
     if calib and precision != "int8":
         raise TopformerDeployError("--calib is for --precision int8")
+    check_outputs(("--json", json_out), ("--chart", chart_out), ("--out", out_dir))
     err = console(stderr=True)
     to_stdout = json_out == "-"
     runs = runs or default_runs(device)
@@ -90,6 +93,7 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
                                threads=threads, warmup=warmup, runs=runs, rounds=rounds, cores=cores,
                                benchmark_binary=benchmark_binary, adb_path=adb_path, ssh_config=ssh_config,
                                python=python, allow_hot=allow_hot, profile=not no_profile, post=tuple(post))
+    check_options(options)  # the device spec, format, size: before calibration images load or stages export
     partial = Path(json_out).with_suffix(".partial.json") if json_out and not to_stdout else None
     quiet = _stdout_to_stderr() if to_stdout else contextlib.nullcontext()
     with quiet, _status(err) as say:  # converters print progress on stdout; keep it for the JSON alone
@@ -100,8 +104,9 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
             options.calibration = load_calibration_images(
                 calib, calib_count, input_size, warn=lambda message: err.print(f"warning: {message}", markup=False))
             options.calibration_source = str(calib)
-        def save_partial(results):  # the stages measured so far survive an interruption
-            write_json(partial, {"partial": True, "results": results})
+        def save_partial(results):  # best effort: the stages measured so far survive an interruption
+            with contextlib.suppress(OSError):
+                write_json(partial, {"partial": True, "results": results})
 
         doc = run_breakdown(variant or ("auto" if checkpoint else "tiny"), options, out_dir, checkpoint=checkpoint, progress=say,
                             on_partial=save_partial if partial else None)
@@ -111,17 +116,14 @@ def breakdown(variant, checkpoint, fmt, precision, calib, calib_count, device, e
 
 
 def show_breakdown(doc: dict, json_out: str | None = None, chart_out: str | None = None) -> None:
-    """Write the JSON / chart asked for and print the tables (or the JSON with ``--json -``)."""
+    """Print the tables (or the JSON with ``--json -``), then write the JSON / chart asked for: one that cannot be
+    written is an error line after the results, and exit 2."""
     from ..files import write_json
     from ..report.breakdown import (breakdown_table, operator_note, operator_table, post_table,
                                     slowest_operators_table, write_chart)
     from ..report.common import console
 
     err = console(stderr=True)
-    if json_out and json_out != "-":
-        write_json(json_out, doc)
-    if chart_out:
-        write_chart(doc, chart_out)
     if json_out == "-":
         echo_json(doc)
     else:
@@ -137,9 +139,17 @@ def show_breakdown(doc: dict, json_out: str | None = None, chart_out: str | None
             out.print(slowest)
     if any(r["conditions"].get("hot") for r in doc["results"].values()):
         err.print("[yellow]warning: the device was hot or throttled during the runs; results are flagged[/]")
-    for what, path in (("breakdown", json_out), ("chart", chart_out)):
+    writes = [("--json", json_out, "breakdown", lambda: write_json(json_out, doc)),
+              ("--chart", chart_out, "chart", lambda: write_chart(doc, chart_out))]
+    failed = False
+    for what, path, name, write in writes:
         if path and path != "-":
-            err.print(f"{what} written to {path}")
+            if write_outputs((what, path, write)):
+                failed = True
+            else:
+                err.print(f"{name} written to {path}", markup=False, highlight=False)
+    if failed:
+        sys.exit(2)
 
 
 @contextlib.contextmanager

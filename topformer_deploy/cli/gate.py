@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .options import SLOWDOWN, echo_json
+from .options import SLOWDOWN, check_outputs, echo_json, write_outputs
 
 
 @click.command()
@@ -43,7 +43,8 @@ def gate(baseline_path, candidate_paths, tolerance, max_slowdown, alpha, min_run
     noisy to decide, or the device was throttled or hot. Baselines from another device, runtime
     version, thread count or engine are refused.
 
-    Exit codes: 0 pass, 1 regression, 2 inconclusive or unusable input.
+    Exit codes: 0 pass, 1 regression, 2 inconclusive or unusable input. The verdict is printed first; an
+    output file that cannot be written is an error line that leaves the verdict's exit code as it is.
     """
     from ..errors import TopformerDeployError
     from ..files import write_atomic
@@ -53,6 +54,7 @@ def gate(baseline_path, candidate_paths, tolerance, max_slowdown, alpha, min_run
     from ..report.common import console
     from ..report.gate import gate_chart, gate_markdown, gate_table
 
+    check_outputs(("--github-benchmark", github_out), ("--summary-md", summary_out), ("--chart", chart_out))
     baseline = load_result_or_baseline(baseline_path)
     candidates = [load_result_or_baseline(p) for p in candidate_paths]
     merged: dict[str, dict] = {}
@@ -65,19 +67,22 @@ def gate(baseline_path, candidate_paths, tolerance, max_slowdown, alpha, min_run
     report = gate_results(baseline, candidate, max_slowdown=max_slowdown, alpha=alpha, tolerance=tolerance,
                           min_runs=min_runs or MIN_RUNS, cross_config=cross_config)
 
-    if github_out:
-        write_atomic(github_out, json.dumps(github_benchmark_entries(candidates), indent=2, ensure_ascii=False) + "\n")
-    if chart_out:
-        gate_chart(report, chart_out)
-    markdown = gate_markdown(report)
-    if summary_out:
-        write_atomic(summary_out, markdown)
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        with open(step_summary, "a", encoding="utf-8") as fh:
-            fh.write(markdown)
+    # the verdict first; the files after it, and a file that cannot be written never changes the exit code
     if as_json:
         echo_json(report.to_dict())
     else:
         console().print(gate_table(report))
+    markdown = gate_markdown(report)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    writes = [("--github-benchmark", github_out, lambda: write_atomic(
+                  github_out, json.dumps(github_benchmark_entries(candidates), indent=2, ensure_ascii=False) + "\n")),
+              ("--chart", chart_out, lambda: gate_chart(report, chart_out)),
+              ("--summary-md", summary_out, lambda: write_atomic(summary_out, markdown)),
+              ("$GITHUB_STEP_SUMMARY", step_summary, lambda: _append(step_summary, markdown))]
+    write_outputs(*[w for w in writes if w[1]])
     sys.exit(report.exit_code)
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)

@@ -44,6 +44,41 @@ def echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
+def check_outputs(*outputs: tuple[str, str | None]) -> None:
+    """Refuse, before any work, an output path that cannot be written: ``(option, path)`` pairs (None and ``-``,
+    stdout, are skipped); ``--out`` and options ending in ``-dir`` name folders, ``--chart`` must name a format it
+    is drawn in."""
+    from ..errors import TopformerDeployError
+    from ..files import check_writable
+    from ..report.common import chart_format
+
+    for what, path in outputs:
+        if not path or path == "-":
+            continue
+        if what == "--chart":
+            try:
+                chart_format(path)
+            except ValueError as exc:
+                raise TopformerDeployError(f"{what} {exc}") from None
+        check_writable(path, what, directory=what.endswith("-dir") or what == "--out")
+
+
+def write_outputs(*writes) -> list[str]:
+    """Write each ``(option, path, write)`` with ``write()``, after the results were shown: a file that cannot be
+    written is an ``error:`` line on stderr (returned too), never a traceback that hides them or changes a
+    verdict's exit code (the caller decides the code)."""
+    from ..files import output_failure
+
+    failed = []
+    for what, path, write in writes:
+        try:
+            write()
+        except Exception as exc:  # noqa: BLE001 - an auxiliary output: disk full, a renderer's error, ...
+            failed.append(output_failure(what, path, exc))
+            click.echo(f"error: {failed[-1]}", err=True)
+    return failed
+
+
 class Slowdown(click.ParamType):
     """``5%`` or ``0.05`` -> 0.05."""
 

@@ -75,6 +75,18 @@ def load_result_or_baseline(path) -> dict:
     return doc
 
 
+def baseline_target(path) -> dict | None:
+    """The baseline file at ``path`` a result is merged into, None when there is none yet; BaselineError when the
+    file there is not a baseline file (checked before a bench, so that its result is not lost to it)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    doc = load_result_or_baseline(path)
+    if doc.get("schema") != BASELINE_SCHEMA:
+        raise BaselineError(f"{path} is a single bench result, not a baseline file; choose another path")
+    return doc
+
+
 def save_baseline(result_doc: dict, path, allow_hot: bool = False) -> dict:
     """Merge ``result_doc`` into the baseline file at ``path`` (created if missing); return the new doc.
 
@@ -86,16 +98,13 @@ def save_baseline(result_doc: dict, path, allow_hot: bool = False) -> dict:
     if problem and not allow_hot:
         raise BaselineError(f"not saving a baseline measured under bad conditions: {problem}")
     path = Path(path)
-    if path.exists():
-        doc = load_result_or_baseline(path)
-        if doc.get("schema") != BASELINE_SCHEMA:
-            raise BaselineError(f"{path} is a single bench result, not a baseline file; choose another path")
-        old_id, new_id = doc.get("device", {}).get("id"), result_doc["device"]["id"]
-        if old_id != new_id:
-            raise BaselineError(f"{path} holds baselines of device {old_id!r}, this result is from {new_id!r}: "
-                                "use one baseline file per device")
-    else:
+    doc = baseline_target(path)
+    new_id = result_doc["device"]["id"]
+    if doc is None:
         doc = {"schema": BASELINE_SCHEMA, "schema_version": SCHEMA_VERSION, "entries": {}}
+    elif doc.get("device", {}).get("id") != new_id:
+        raise BaselineError(f"{path} holds baselines of device {doc.get('device', {}).get('id')!r}, this result is "
+                            f"from {new_id!r}: use one baseline file per device")
     key = result_doc["config_key"]
     doc["device"] = result_doc["device"]
     doc["updated"] = now_iso()

@@ -37,7 +37,7 @@ def chart_format(path: str | os.PathLike) -> str:
     """The image format a chart path asks for (by its extension); ValueError for one matplotlib will not write."""
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in CHART_FORMATS:
-        raise ValueError(f"chart {path}: use a .png, .svg or .pdf file name")
+        raise ValueError(f"{path}: use a .png, .svg or .pdf file name")
     return suffix
 
 
