@@ -10,9 +10,14 @@ compiler). ``board`` and ``sim`` tests are ``slow`` too. Fast tier: ``pytest -m 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+from topformer_deploy.bench.sim import userland
+from topformer_deploy.testing import arm64_board
+from topformer_deploy.testing.arm64_board import UserlandError
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data"
@@ -40,6 +45,39 @@ def unavailable(reason: str):
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def board():
+    """The emulated arm64 board, running: reuses one started by scripts/arm64-board.sh, else starts (and at the
+    end stops) its own. Its build (cached) is where the board's venv gets its packages (network)."""
+    problem = arm64_board.host_problem()
+    if problem:
+        unavailable(f"the arm64 board cannot run here: {problem}")
+    try:
+        arm64_board.prepare_host(install=True)
+    except UserlandError as exc:
+        unavailable(f"the arm64 board cannot run here: {exc}")
+    arm64_board.build()
+    existing = arm64_board.running()
+    board = existing or arm64_board.start()
+    yield board
+    if existing is None:
+        arm64_board.stop()
+        root = Path(arm64_board.built()["root"])
+        assert userland.mounts_under(root) == [], "mounts left under the rootfs"
+        assert userland.pids_in(root) == [], "processes left in the chroot"
+        assert arm64_board.running() is None
+
+
+@pytest.fixture(scope="session")
+def sim_ready():
+    """qemu-user, a C compiler and the userland (built on first use, as for a user)."""
+    for tool, package in (("qemu-aarch64", "qemu-user"), ("cc", "gcc")):
+        if shutil.which(tool) is None:
+            unavailable(f"{tool} not found: apt-get install {package}")
+    if userland.built() is None and userland.host_problem():
+        unavailable(f"the aarch64 userland cannot be built here: {userland.host_problem()}")
 
 
 @pytest.fixture(scope="session")

@@ -18,40 +18,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import unavailable
 from topformer_deploy.cli import main
 from topformer_deploy.bench import device_runner
 from topformer_deploy.bench.sim import userland
 from topformer_deploy.testing import arm64_board
-from topformer_deploy.testing.arm64_board import UserlandError
 
 SIZE = (64, 64)
 NUM_CLASSES = 8
 RUNTIMES = {"tflite": "ai_edge_litert", "onnx": "onnxruntime"}
 TOLERANCE = 1e-5      # float outputs: max |arm - x86| relative to max |x86|
 INT8_MEAN_STEPS = 6   # int8 outputs: mean difference in quantization steps (PT2E route: 0.96 observed)
-
-
-@pytest.fixture(scope="session")
-def board():
-    """A running board: reuses one started by scripts/arm64-board.sh, else starts (and later stops) its own."""
-    problem = arm64_board.host_problem()
-    if problem:
-        unavailable(f"the arm64 board cannot run here: {problem}")
-    try:
-        arm64_board.prepare_host(install=True)
-    except UserlandError as exc:
-        unavailable(f"the arm64 board cannot run here: {exc}")
-    arm64_board.build()
-    existing = arm64_board.running()
-    board = existing or arm64_board.start()
-    yield board
-    if existing is None:
-        arm64_board.stop()
-        root = Path(arm64_board.built()["root"])
-        assert userland.mounts_under(root) == [], "mounts left under the rootfs"
-        assert userland.pids_in(root) == [], "processes left in the chroot"
-        assert arm64_board.running() is None
 
 
 @pytest.fixture(scope="session")

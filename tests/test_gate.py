@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from topformer_deploy.bench.result import build_result
 from topformer_deploy.cli import main
 from topformer_deploy.gate.baseline import BaselineError, load_result_or_baseline, save_baseline
-from topformer_deploy.gate.compare import IncompatibleBaselineError, gate_results, github_benchmark_entries
+from topformer_deploy.gate.compare import (IncompatibleBaselineError, gate_compared, gate_results,
+                                          github_benchmark_entries)
 from topformer_deploy.gate.verdict import compare_samples, parse_slowdown
 from topformer_deploy.report.gate import gate_chart, gate_markdown
 
@@ -310,3 +311,55 @@ def test_cross_config_may_compare_two_runtimes_but_not_two_devices():
         gate_results(base, make_result(samples(seed=2), variant="small", device_id="other"), cross_config=True)
     with pytest.raises(IncompatibleBaselineError, match="runtime"):
         gate_results(base, make_result(samples(seed=2), runtime_version="2.4.0"))
+
+
+# ---- interleaved A/B results (bench --compare) ----
+
+def compare_doc(base_ms, head_ms, variant="tiny", device_id="pi4-bench-1"):
+    return {"schema": "topformer-deploy/bench-compare", "schema_version": 1, "created": "2026-01-01T00:00:00+00:00",
+            "interleave": {"rounds": 6, "runs_per_round": 5, "order": "ABBA"}, "partial": False,
+            "a": make_result(base_ms, device_id=device_id), "b": make_result(head_ms, variant=variant, device_id=device_id)}
+
+
+def test_gate_compared_judges_each_head_against_its_own_base():
+    report = gate_compared([compare_doc(samples(seed=1), samples(seed=2)),
+                            compare_doc(samples(seed=3), samples(seed=4) * 1.3, variant="small")])
+    assert [(r.config_key.split("/")[0], r.verdict.verdict) for r in report.rows] == [
+        ("tiny", "same"), ("tiny", "regression")]
+    assert report.rows[1].config_key.endswith("-> small/tflite/fp32/t1/512x512/logits")
+    assert report.status == "regression" and report.device["id"] == "pi4-bench-1"
+    with pytest.raises(IncompatibleBaselineError, match="several devices"):
+        gate_compared([compare_doc(samples(seed=1), samples(seed=2)),
+                       compare_doc(samples(seed=1), samples(seed=2), device_id="other-pi")])
+
+
+def test_cli_compare_results(tmp_path):
+    same = write(tmp_path / "tiny.json", compare_doc(samples(seed=1), samples(seed=2)))
+    slower = write(tmp_path / "tiny2.json", compare_doc(samples(seed=3), samples(seed=4) * 1.2))
+    result = run_cli("--compare", same, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["configurations"][0]["verdict"] == "same"
+    result = run_cli("--compare", same, "--compare", slower, "--github-benchmark", str(tmp_path / "gh.json"))
+    assert result.exit_code == 1 and "REGRESSION" in result.stdout
+    entries = json.loads((tmp_path / "gh.json").read_text())                 # the heads' medians
+    assert [e["value"] for e in entries] == [pytest.approx(np.median(samples(seed=2)), rel=1e-4),
+                                             pytest.approx(np.median(samples(seed=4) * 1.2), rel=1e-4)]
+
+
+@pytest.mark.parametrize("args,words", [(["--compare", "{same}", "--baseline", "{same}"], "either"),
+                                        ([], "either"),
+                                        (["--baseline", "{same}"], "go together"),
+                                        (["--compare", "{plain}"], "not a bench --compare result")])
+def test_cli_compare_bad_input_is_one_line_exit_2(tmp_path, args, words):
+    paths = {"same": write(tmp_path / "ab.json", compare_doc(samples(seed=1), samples(seed=2))),
+             "plain": write(tmp_path / "one.json", make_result(samples(seed=1)))}
+    result = run_cli(*[a.format(**paths) for a in args])
+    assert result.exit_code == 2 and words in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_github_benchmark_entries_of_a_simulated_core_are_instructions():
+    res = make_result(samples(seed=1))
+    res["instructions"] = {"per_run_total": [4_241_593, 4_241_600, 4_241_590]}
+    (entry,) = github_benchmark_entries([res])
+    assert entry["name"] == "tiny/tflite/fp32/t1/512x512/logits instructions"
+    assert entry["unit"] == "instructions" and entry["value"] == 4_241_593

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import unavailable
 from topformer_deploy.bench.conditions import parse_cpuinfo
 from topformer_deploy.bench.sim import cores, floor
 from topformer_deploy.cli import main
@@ -64,18 +62,6 @@ def test_unknown_core_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- simulated
-@pytest.fixture(scope="session")
-def sim_ready():
-    """qemu-user, a C compiler and the userland (built on first use, as for a user)."""
-    from topformer_deploy.bench.sim import userland
-
-    for tool, package in (("qemu-aarch64", "qemu-user"), ("cc", "gcc")):
-        if shutil.which(tool) is None:
-            unavailable(f"{tool} not found: apt-get install {package}")
-    if userland.built() is None and userland.host_problem():
-        unavailable(f"the aarch64 userland cannot be built here: {userland.host_problem()}")
-
-
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """Tiny at 64x64 (random live weights): TFLite fp32, int8, and fp32 with one extra 1x1 convolution."""

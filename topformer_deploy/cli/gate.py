@@ -1,4 +1,5 @@
-"""``topformer-deploy gate``: baseline vs candidate latencies -> verdict per configuration, exit code."""
+"""``topformer-deploy gate``: baseline vs candidate latencies (or interleaved A/B results) -> verdict per
+configuration, exit code."""
 from __future__ import annotations
 
 import json
@@ -11,10 +12,13 @@ from .options import SLOWDOWN, check_outputs, echo_json, write_outputs
 
 
 @click.command()
-@click.option("--baseline", "baseline_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False),
               help="Baseline file (bench --save-baseline) or a single bench result JSON.")
-@click.option("--candidate", "candidate_paths", required=True, multiple=True, type=click.Path(dir_okay=False),
+@click.option("--candidate", "candidate_paths", multiple=True, type=click.Path(dir_okay=False),
               help="Bench result JSON (or baseline-format file) to judge; repeat for several configurations.")
+@click.option("--compare", "compare_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="Instead of --baseline/--candidate: a `bench --compare A B --json` result (B judged against "
+                   "A, run interleaved on one device); repeat for several configurations of that device.")
 @click.option("--tolerance", type=SLOWDOWN, default="0.1%", show_default=True,
               help="Instruction counts (a simulated core): the relative change that counts as a regression.")
 @click.option("--max-slowdown", type=SLOWDOWN, default="5%", show_default=True,
@@ -33,9 +37,10 @@ from .options import SLOWDOWN, check_outputs, echo_json, write_outputs
               help="Compare one baseline configuration with one candidate configuration even if they differ "
                    "(e.g. Tiny vs Small); device, runtime and threads must still match.")
 @click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON instead of a table.")
-def gate(baseline_path, candidate_paths, tolerance, max_slowdown, alpha, min_runs, github_out, summary_out, chart_out,
-         cross_config, as_json):
-    """Judge candidate latencies against a baseline, configuration by configuration.
+def gate(baseline_path, candidate_paths, compare_paths, tolerance, max_slowdown, alpha, min_runs, github_out,
+         summary_out, chart_out, cross_config, as_json):
+    """Judge candidate latencies against a baseline, configuration by configuration, or each B of
+    interleaved A/B results (--compare) against its A.
 
     A configuration is a REGRESSION only when its median slowdown exceeds --max-slowdown AND a
     two-sided Mann-Whitney U test gives p < --alpha; SAME when the (1-alpha) confidence interval of
@@ -45,27 +50,35 @@ def gate(baseline_path, candidate_paths, tolerance, max_slowdown, alpha, min_run
 
     Exit codes: 0 pass, 1 regression, 2 inconclusive or unusable input. The verdict is printed first; an
     output file that cannot be written is an error line that leaves the verdict's exit code as it is.
+
+    \b
+    Examples:
+      topformer-deploy gate --baseline benchmarks/baselines/rpi4.json --candidate tiny.json
+      topformer-deploy gate --compare tiny_base_vs_head.json --compare small_base_vs_head.json
     """
     from ..errors import TopformerDeployError
     from ..files import write_atomic
-    from ..gate.baseline import BASELINE_SCHEMA, SCHEMA_VERSION, entries_of, load_result_or_baseline
-    from ..gate.compare import gate_results, github_benchmark_entries
+    from ..gate.compare import github_benchmark_entries
     from ..gate.verdict import MIN_RUNS
     from ..report.common import console
     from ..report.gate import gate_chart, gate_markdown, gate_table
 
     check_outputs(("--github-benchmark", github_out), ("--summary-md", summary_out), ("--chart", chart_out))
-    baseline = load_result_or_baseline(baseline_path)
-    candidates = [load_result_or_baseline(p) for p in candidate_paths]
-    merged: dict[str, dict] = {}
-    for path, doc in zip(candidate_paths, candidates):
-        for key, result in entries_of(doc).items():
-            if key in merged:
-                raise TopformerDeployError(f"{path}: configuration {key} is given twice as a candidate")
-            merged[key] = result
-    candidate = {"schema": BASELINE_SCHEMA, "schema_version": SCHEMA_VERSION, "entries": merged}
-    report = gate_results(baseline, candidate, max_slowdown=max_slowdown, alpha=alpha, tolerance=tolerance,
-                          min_runs=min_runs or MIN_RUNS, cross_config=cross_config)
+    if bool(compare_paths) == bool(baseline_path or candidate_paths):
+        raise TopformerDeployError("give either --baseline B --candidate C... or --compare AB.json...")
+    if compare_paths:
+        from ..gate.baseline import load_compare
+        from ..gate.compare import gate_compared
+
+        docs = [load_compare(p) for p in compare_paths]
+        candidates = [doc["b"] for doc in docs]
+        report = gate_compared(docs, max_slowdown=max_slowdown, alpha=alpha, tolerance=tolerance,
+                               min_runs=min_runs or MIN_RUNS)
+    else:
+        if not (baseline_path and candidate_paths):
+            raise TopformerDeployError("--baseline and --candidate go together")
+        candidates, report = _against_baseline(baseline_path, candidate_paths, max_slowdown, alpha, tolerance,
+                                               min_runs or MIN_RUNS, cross_config)
 
     # the verdict first; the files after it, and a file that cannot be written never changes the exit code
     if as_json:
@@ -86,3 +99,22 @@ def gate(baseline_path, candidate_paths, tolerance, max_slowdown, alpha, min_run
 def _append(path: str, text: str) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def _against_baseline(baseline_path, candidate_paths, max_slowdown, alpha, tolerance, min_runs, cross_config):
+    """(candidate documents, report) of candidates judged against a baseline file or result."""
+    from ..errors import TopformerDeployError
+    from ..gate.baseline import BASELINE_SCHEMA, SCHEMA_VERSION, entries_of, load_result_or_baseline
+    from ..gate.compare import gate_results
+
+    baseline = load_result_or_baseline(baseline_path)
+    candidates = [load_result_or_baseline(p) for p in candidate_paths]
+    merged: dict[str, dict] = {}
+    for path, doc in zip(candidate_paths, candidates):
+        for key, result in entries_of(doc).items():
+            if key in merged:
+                raise TopformerDeployError(f"{path}: configuration {key} is given twice as a candidate")
+            merged[key] = result
+    candidate = {"schema": BASELINE_SCHEMA, "schema_version": SCHEMA_VERSION, "entries": merged}
+    return candidates, gate_results(baseline, candidate, max_slowdown=max_slowdown, alpha=alpha, tolerance=tolerance,
+                                    min_runs=min_runs, cross_config=cross_config)

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from ..artifact import now_iso
-from ..bench.result import unusable_conditions, validate_result
+from ..bench.result import COMPARE_SCHEMA, unusable_conditions, validate_result
 from ..errors import TopformerDeployError
 from ..files import write_json
 
@@ -55,9 +55,7 @@ def entries_of(doc: dict) -> dict[str, dict]:
     return {result["config_key"]: result}
 
 
-def load_result_or_baseline(path) -> dict:
-    """Read a bench result or a baseline file; BaselineError (one clear line) if it cannot be used."""
-    path = Path(path)
+def _read_json(path: Path):
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -65,9 +63,15 @@ def load_result_or_baseline(path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise BaselineError(f"{path}: cannot read: {exc}") from None
     try:
-        doc = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise BaselineError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def load_result_or_baseline(path) -> dict:
+    """Read a bench result or a baseline file; BaselineError (one clear line) if it cannot be used."""
+    path = Path(path)
+    doc = _read_json(path)
     try:
         entries_of(doc)
     except BaselineError as exc:
@@ -84,6 +88,17 @@ def baseline_target(path) -> dict | None:
     doc = load_result_or_baseline(path)
     if doc.get("schema") != BASELINE_SCHEMA:
         raise BaselineError(f"{path} is a single bench result, not a baseline file; choose another path")
+    return doc
+
+
+def load_compare(path) -> dict:
+    """Read an interleaved A/B document (``bench --compare A B --json``), both sides checked."""
+    path = Path(path)
+    doc = _read_json(path)
+    if not isinstance(doc, dict) or doc.get("schema") != COMPARE_SCHEMA:
+        raise BaselineError(f"{path}: not a bench --compare result (schema {COMPARE_SCHEMA})")
+    for side in ("a", "b"):
+        check_result(doc.get(side), f"{path}: side {side}")
     return doc
 
 

@@ -5,6 +5,7 @@ by :func:`.verdict.compare_samples`; a result measured on another device, runtim
 is refused, and one measured hot, throttled or interrupted makes its verdict inconclusive. Results of a
 simulated core carry instruction counts: those are judged deterministically (:func:`.verdict.compare_counts`),
 and only against a result of the same core, runtime version, qemu version, input size and precision.
+:func:`gate_compared` judges interleaved A/B documents (``bench --compare``) the same way, each B against its A.
 """
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ def gate_results(baseline_doc: dict, candidate_doc: dict, max_slowdown: float = 
             raise TopformerDeployError("comparing across configurations needs exactly one baseline and one "
                                        f"candidate configuration (got {len(base_entries)} and {len(cand_entries)})")
         (bkey, base), (ckey, cand) = *base_entries.items(), *cand_entries.items()
-        pairs = [(ckey if bkey == ckey else f"{bkey} -> {ckey}", base, cand)]
+        pairs = [(_pair_key(bkey, ckey), base, cand)]
     else:
         pairs = [(key, base_entries.get(key), cand) for key, cand in cand_entries.items()]
     rows = []
@@ -150,41 +151,82 @@ def gate_results(baseline_doc: dict, candidate_doc: dict, max_slowdown: float = 
                                                              "bench --save-baseline"),
                                 None, stats.summarize(cand["latencies_ms"]), None, cand["latencies_ms"]))
             continue
-        check_compatible(base, cand, same_runtime=not cross_config)
-        if _counts(base) and _counts(cand):
-            check_counts_comparable(base, cand)
-            verdict = compare_counts(_counts(base), _counts(cand), tolerance)
-            samples = (_counts(base), _counts(cand))
-        else:
-            verdict = compare_samples(base["latencies_ms"], cand["latencies_ms"], max_slowdown, alpha, min_runs)
-            samples = (base["latencies_ms"], cand["latencies_ms"])
-        for who, doc in (("candidate", cand), ("baseline", base)):
-            problem = unusable_conditions(doc)
-            if problem and verdict.verdict != "inconclusive":
-                verdict.verdict = "inconclusive"
-                verdict.reason = f"{who}: {problem}; the comparison would have said {verdict.reason}"
-            elif problem:
-                verdict.reason = f"{who}: {problem}; {verdict.reason}"
-        rows.append(GateRow(key, verdict, stats.summarize(samples[0]), stats.summarize(samples[1]), *samples))
+        rows.append(_judge(key, base, cand, max_slowdown, alpha, min_runs, tolerance, same_runtime=not cross_config))
     first = next(iter(cand_entries.values()))
     return GateReport(rows, max_slowdown, alpha, first.get("device") or {}, first.get("runtime") or {}, tolerance)
 
 
+def gate_compared(compare_docs, max_slowdown: float = 0.05, alpha: float = 0.01, min_runs: int = MIN_RUNS,
+                  tolerance: float = DEFAULT_TOLERANCE) -> GateReport:
+    """Judge interleaved A/B documents (``bench --compare BASE HEAD``): each B against its own A, one row each.
+
+    As in ``bench --compare``, A and B may be two configurations (a row ``A-key -> B-key``) or two runtimes;
+    all documents must come from one device (a report names one device).
+    """
+    rows, devices = [], set()
+    for doc in compare_docs:
+        base, cand = doc["a"], doc["b"]
+        devices |= {(base.get("device") or {}).get("id"), (cand.get("device") or {}).get("id")}
+        rows.append(_judge(_pair_key(base["config_key"], cand["config_key"]), base, cand, max_slowdown, alpha,
+                           min_runs, tolerance, same_runtime=False))
+    if not rows:
+        raise TopformerDeployError("no compare results to gate")
+    if len(devices) > 1:
+        named = ", ".join(sorted(map(str, devices)))
+        raise IncompatibleBaselineError(f"compare results from several devices ({named}): gate each device's "
+                                        "results separately")
+    first = compare_docs[0]["b"]
+    return GateReport(rows, max_slowdown, alpha, first.get("device") or {}, first.get("runtime") or {}, tolerance)
+
+
+def _pair_key(base_key: str, cand_key: str) -> str:
+    """A row's name: the configuration, or ``A -> B`` when two configurations are compared."""
+    return cand_key if base_key == cand_key else f"{base_key} -> {cand_key}"
+
+
+def _judge(key: str, base: dict, cand: dict, max_slowdown: float, alpha: float, min_runs: int, tolerance: float,
+           same_runtime: bool) -> GateRow:
+    """One configuration's row: counts judged deterministically when both sides have them, else latencies;
+    unusable conditions (hot, throttled, interrupted) on either side make it inconclusive."""
+    check_compatible(base, cand, same_runtime=same_runtime)
+    if _counts(base) and _counts(cand):
+        check_counts_comparable(base, cand)
+        verdict = compare_counts(_counts(base), _counts(cand), tolerance)
+        samples = (_counts(base), _counts(cand))
+    else:
+        verdict = compare_samples(base["latencies_ms"], cand["latencies_ms"], max_slowdown, alpha, min_runs)
+        samples = (base["latencies_ms"], cand["latencies_ms"])
+    for who, doc in (("candidate", cand), ("baseline", base)):
+        problem = unusable_conditions(doc)
+        if problem and verdict.verdict != "inconclusive":
+            verdict.verdict = "inconclusive"
+            verdict.reason = f"{who}: {problem}; the comparison would have said {verdict.reason}"
+        elif problem:
+            verdict.reason = f"{who}: {problem}; {verdict.reason}"
+    return GateRow(key, verdict, stats.summarize(samples[0]), stats.summarize(samples[1]), *samples)
+
+
 def github_benchmark_entries(result_docs) -> list[dict]:
-    """github-action-benchmark ``customSmallerIsBetter`` entries: median latency per configuration."""
+    """github-action-benchmark ``customSmallerIsBetter`` entries: median latency per configuration, or median
+    instructions per inference for a simulated core (its wall time is qemu's, not the core's)."""
     entries = []
     for doc in result_docs:
         for key, result in entries_of(doc).items():
-            s = stats.summarize(result["latencies_ms"])
             device = result.get("device") or {}
             runtime = result.get("runtime") or {}
+            about = (f"device: {device.get('model') or device.get('id')}; runtime: {runtime.get('name')} "
+                     f"{runtime.get('version')}")
+            if _counts(result):
+                s = stats.summarize(_counts(result))
+                entries.append({"name": f"{key} instructions", "unit": "instructions", "value": round(s["p50"]),
+                                "range": f"± {s['std']:.0f}", "extra": f"{about}; runs: {s['count']}"})
+                continue
+            s = stats.summarize(result["latencies_ms"])
             entries.append({
                 "name": f"{key} p50",
                 "unit": "ms",
                 "value": round(s["p50"], 4),
                 "range": f"± {s['std']:.4f}",
-                "extra": (f"device: {device.get('model') or device.get('id')}; runtime: {runtime.get('name')} "
-                          f"{runtime.get('version')}; runs: {s['count']}; p90: {s['p90']:.4f} ms; "
-                          f"cv: {s['cv']:.3f}"),
+                "extra": f"{about}; runs: {s['count']}; p90: {s['p90']:.4f} ms; cv: {s['cv']:.3f}",
             })
     return entries

@@ -89,7 +89,7 @@ def gate_chart(report: GateReport, path: str | os.PathLike) -> Path:
         patch.set_facecolor(color)
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=7)
     ax.set_xlabel("instructions per inference" if report.deterministic else "latency per run (ms)")
-    ax.set_title(f"latency gate ({report.status}): {report.device.get('model') or report.device.get('id', '')}",
+    ax.set_title(f"{'instruction' if report.deterministic else 'latency'} gate ({report.status}): {report.device.get('model') or report.device.get('id', '')}",
                  fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

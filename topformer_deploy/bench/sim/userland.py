@@ -4,8 +4,9 @@ The simulated cores (``sim:CORE``) run the device runner on it under qemu-user, 
 (:mod:`topformer_deploy.testing.arm64_board`) serves it over sshd. ``build()`` prepares the host
 (binfmt_misc, qemu-user-static, debootstrap), debootstraps (minbase + python3, venv, pip, ca-certificates,
 openssh-server) into ``CACHE_DIR/rootfs`` from the host's own Debian mirror, then makes a venv with the
-host's versions of numpy, ai-edge-litert and onnxruntime. ``complete.json`` is written last, so an
-interrupted build is redone, never used. Also the mount and process helpers the board uses.
+host's versions of numpy, ai-edge-litert and onnxruntime, and of click, rich and scipy (so that the command
+line runs on the board as on a Pi set up with ``requirements-device.txt``: no torch). ``complete.json`` is
+written last, so an interrupted build is redone, never used. Also the mount and process helpers the board uses.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ SUITE = "bookworm"
 HOST_PACKAGES = ("qemu-user-static", "binfmt-support", "debootstrap")
 ROOTFS_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "openssh-server")
 RUNTIME_PACKAGES = ("numpy", "ai-edge-litert", "onnxruntime")
+#: The command line's light dependencies (requirements-device.txt less the runtimes; scipy: the gate's U test).
+#: Not part of the rebuild key (``host_runtimes``): a venv built without them only gets them added.
+TOOL_PACKAGES = ("click", "rich", "scipy")
 VENV = "/opt/topformer-venv"
 BOARD_DIR = "/etc/ssh/topformer-board"          # inside the rootfs: host key, sshd_config, authorized_keys
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
@@ -220,9 +224,10 @@ def pids_in(root: Path) -> list[int]:
 
 # ---------------------------------------------------------------- build
 
-def host_runtime_versions() -> dict[str, str | None]:
+def host_runtime_versions(names: tuple[str, ...] = RUNTIME_PACKAGES) -> dict[str, str | None]:
+    """This host's installed version of each package (None where it is not installed)."""
     versions = {}
-    for name in RUNTIME_PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -244,11 +249,17 @@ def _chroot_env() -> dict[str, str]:
 def _install_runtimes(root: Path, log: Path) -> dict[str, str]:
     """Venv with the host's versions of the runtimes where aarch64 wheels exist (newest wheel otherwise)."""
     shutil.rmtree(root / VENV.lstrip("/"), ignore_errors=True)
+    run_command(["chroot", str(root), "/usr/bin/python3", "-m", "venv", VENV], log=log, env=_chroot_env())
+    return _pip_install(root, log, RUNTIME_PACKAGES)
+
+
+def _pip_install(root: Path, log: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """Install the host's versions of ``names`` into the venv (one by one, unpinned, where a pin has no
+    aarch64 wheel); return the versions installed."""
     env = _chroot_env()
     chroot = ["chroot", str(root)]
-    run_command([*chroot, "/usr/bin/python3", "-m", "venv", VENV], log=log, env=env)
     pip = [*chroot, f"{VENV}/bin/pip", "install", "-q", "--only-binary=:all:"]
-    pinned = [f"{n}=={v}" if v else n for n, v in host_runtime_versions().items()]
+    pinned = [f"{n}=={v}" if v else n for n, v in host_runtime_versions(names).items()]
     try:
         run_command([*pip, *pinned], log=log, env=env, timeout=1800)
     except UserlandError:
@@ -258,7 +269,7 @@ def _install_runtimes(root: Path, log: Path) -> dict[str, str]:
             except UserlandError:
                 run_command([*pip, spec.split("==")[0]], log=log, env=env, timeout=1800)
     script = ("import json, importlib.metadata as m; "
-              f"print(json.dumps({{n: m.version(n) for n in {list(RUNTIME_PACKAGES)!r}}}))")
+              f"print(json.dumps({{n: m.version(n) for n in {list(names)!r}}}))")
     return json.loads(run_command([*chroot, f"{VENV}/bin/python", "-c", script], env=env, timeout=120))
 
 
@@ -274,12 +285,16 @@ def build(force: bool = False, cache: Path | None = None, say=print) -> dict:
     """Build (or reuse) the rootfs and its runtime venv; returns the build record (timings, versions).
 
     A complete build is reused while the host's numpy/ai-edge-litert/onnxruntime versions are the ones it
-    pinned; when they change, only the venv is rebuilt.
+    pinned; when they change, only the venv is rebuilt. A build whose venv lacks the host's click/rich/scipy
+    (an older build) only gets them installed.
     """
     p = board_paths(cache)
     record = built(cache)
     if not force and record and record.get("host_runtimes") == host_runtime_versions():
-        return record       # else the host's runtime versions changed: only the venv is redone
+        if record.get("host_tools") == host_runtime_versions(TOOL_PACKAGES):
+            return record
+        return _add_tools(record, p, say)
+    # else the host's runtime versions changed: only the venv is redone
     prepare_host(install=True)
     if p["root"].exists() and pids_in(p["root"]):
         raise UserlandError("the board is running; stop it before rebuilding")
@@ -317,13 +332,39 @@ def build(force: bool = False, cache: Path | None = None, say=print) -> dict:
         mount_system_dirs(root)
         start = time.monotonic()
         versions = _install_runtimes(root, p["log"])
+        tools = _pip_install(root, p["log"], TOOL_PACKAGES)
         venv_s = round(time.monotonic() - start, 1)
     finally:
         unmount_all(root)
     record = {"suite": SUITE, "arch": "arm64", "root": str(root), "python": f"{VENV}/bin/python",
-              "runtimes": versions, "host_runtimes": host_runtime_versions(), "debootstrap_seconds": debootstrap_s,
-              "venv_seconds": venv_s, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "runtimes": versions, "host_runtimes": host_runtime_versions(), "tools": tools,
+              "host_tools": host_runtime_versions(TOOL_PACKAGES),
+              "debootstrap_seconds": debootstrap_s, "venv_seconds": venv_s,
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _write_record(p, record)
+    return record
+
+
+def _add_tools(record: dict, p: dict[str, Path], say) -> dict:
+    """Install click/rich/scipy into a complete build's venv (nothing else is redone); return the new record."""
+    root = p["root"]
+    if pids_in(root):
+        raise UserlandError(f"the board is running on a userland without {', '.join(TOOL_PACKAGES)}; stop it "
+                            "(scripts/arm64-board.sh stop) so that they can be installed")
+    prepare_host(install=True)
+    say(f"installing {', '.join(TOOL_PACKAGES)} into {VENV} on the board")
+    try:
+        mount_system_dirs(root)
+        tools = _pip_install(root, p["log"], TOOL_PACKAGES)
+    finally:
+        unmount_all(root)
+    record = {**record, "tools": tools, "host_tools": host_runtime_versions(TOOL_PACKAGES)}
+    _write_record(p, record)
+    return record
+
+
+def _write_record(p: dict[str, Path], record: dict) -> None:
+    """complete.json, atomically (its presence says the build is complete)."""
     tmp = p["complete"].with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, p["complete"])
-    return record
