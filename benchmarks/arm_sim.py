@@ -72,7 +72,8 @@ def plain_conversion(variant: str, size: int, work: Path, say) -> Path:
     import torch
 
     from topformer_deploy.export.prepare import fold_for_export
-    from topformer_deploy.export.offline import offline, quiet_native_output
+    from topformer_deploy.export.native import quiet_native_output
+    from topformer_deploy.export.offline import offline
     from topformer_deploy.model import random_live_model
 
     say(f"plain litert-torch conversion of {variant} {size}x{size}")

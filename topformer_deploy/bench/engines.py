@@ -18,8 +18,14 @@ from .transports import DeviceError, Transport, last_line
 ENGINES = ("auto", "python", "benchmark_model")
 #: The runtimes the device runner drives, per artifact format (import names)
 RUNTIME_MODULES = {"tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"), "onnx": ("onnxruntime",)}
-_PROBE = ("import importlib.util as u, json, sys; print(json.dumps({'version': sys.version.split()[0], "
-          "'modules': {m: u.find_spec(m) is not None for m in %r}}))"
+# find_spec may raise (a broken package, an import hook): such a module counts as absent
+_PROBE = ("import importlib.util as u, json, sys\n"
+          "def has(m):\n"
+          "    try:\n"
+          "        return u.find_spec(m) is not None\n"
+          "    except Exception:\n"
+          "        return False\n"
+          "print(json.dumps({'version': sys.version.split()[0], 'modules': {m: has(m) for m in %r}}))"
           % ((("numpy",) + RUNTIME_MODULES["tflite"] + RUNTIME_MODULES["onnx"]),))
 
 
