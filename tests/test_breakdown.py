@@ -304,3 +304,19 @@ def test_bench_breakdown_flag_runs_the_one_line_form(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "topformer_deploy", "bench", "--breakdown", "--model", "m.tflite"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --breakdown takes --model tiny|small|base")
+
+
+@pytest.mark.slow
+def test_breakdown_at_a_size_that_needs_pooling_matrices_reconciles(tmp_path):
+    """Tiny at 480x360 (uneven pyramid windows: the exact pooling matrices): every stage exports, and the stages'
+    sum reconciles with the whole network (the issue's 0.85-1.15 band)."""
+    out_json = tmp_path / "b.json"
+    result = CliRunner().invoke(main, ["breakdown", "--variant", "tiny", "--to", "tflite", "--input-size", "480x360",
+                                       "--warmup", "2", "--runs", "8", "--rounds", "3", "--no-profile",
+                                       "--out", str(tmp_path / "a"), "--json", str(out_json)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out_json.read_text())
+    assert [r["stage"] for r in doc["stages"]] == list(ALL_STAGES)
+    assert 0.85 <= doc["reconciliation"] <= 1.15, doc["reconciliation_rounds"]
+    poolings = {json.loads(m.read_text()).get("pooling", {}).get("method") for m in (tmp_path / "a").rglob("*.json")}
+    assert "pooling_matrices" in poolings
