@@ -175,6 +175,10 @@ def infer_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
         config, _ = config_from_state_dict(state_dict)
     except CheckpointError:
         return None
+    return _official_variant(config)
+
+
+def _official_variant(config: VariantConfig) -> str | None:
     name = variant_name(config)
     return None if name == "custom" else name
 
@@ -214,25 +218,24 @@ def load_checkpoint(path: str | os.PathLike, variant: str = "auto", num_classes:
         unreadable = None
     except CheckpointError as exc:
         derived, classes, unreadable = None, infer_num_classes(state_dict), exc
-    fitting = infer_variant(state_dict) if derived is not None else None
+    fitting = _official_variant(derived) if derived is not None else None
     if variant == "auto":
-        closest = None if derived is not None else closest_variant(state_dict)
-        if derived is None and closest is None:
+        named = None if derived is not None else closest_variant(state_dict)
+        if derived is None and named is None:
             raise CheckpointError(f"{path}: does not match any TopFormer ({unreadable}; "
                                   f"keys: {_first(sorted(state_dict))})")
         # unreadable shapes: compared with the closest variant, so the wrong-shaped tensors are named
-        config = derived if derived is not None else VARIANTS[closest]
+        config = derived if derived is not None else VARIANTS[named]
     else:
-        key = str(variant).lower()
-        if key not in VARIANTS:
+        named = str(variant).lower()
+        if named not in VARIANTS:
             raise CheckpointError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
         # the named backbone, with the decoder (SIM, head) the checkpoint has when it could be read
         decoder = {f: getattr(derived, f) for f in ("out_channels", "head_channels", "head_is_dw")} if derived else {}
-        config = dataclasses.replace(VARIANTS[key], **decoder)
+        config = dataclasses.replace(VARIANTS[named], **decoder)
     num_classes = num_classes if num_classes is not None else (classes or 150)
     if num_classes < 1:
         raise CheckpointError(f"num_classes must be >= 1, got {num_classes}")
-    named = variant.lower() if variant != "auto" else (None if derived is not None else closest)
     try:
         _check_fit(path, state_dict, config, num_classes, named, fitting)
     except CheckpointError as exc:
