@@ -626,8 +626,10 @@ def _blend(x00, x01, x10, x11, h0, h1, w0, w1, kernel, fused, in_lanes):
 
 def _first_argmax(a):
     """``np.argmax(a, axis=0)`` (first index of the maximum, NaN counting as the maximum), computed class by
-    class: numpy's own argmax along a leading axis is several times slower."""
+    class: numpy's own argmax along a leading axis is several times slower (but one call: for few pixels)."""
     np = _np()
+    if a[0].size <= 256:
+        return np.argmax(a, axis=0)
     best = a[0]
     index = np.zeros(best.shape, np.intp)
     for k in range(1, len(a)):
@@ -736,6 +738,7 @@ class _AxisBlocks:
             first = k * span + (pad if k == 0 else 0)
             self.owner[a:b] = np.arange(first, first + b - a)
         self.s0, self.s1 = self.i0[self.pos[:, 0]], self.i1[self.pos[:, 0]]
+        self.w0, self.w1 = np.ascontiguousarray(self.l0[self.pos].T), np.ascontiguousarray(self.l1[self.pos].T)
         contiguous = bool(np.all(np.diff(self.owner) == 1))
         self.crop = slice(int(self.owner[0]), int(self.owner[0]) + out_size) if contiguous else None
 
@@ -747,11 +750,12 @@ class _AxisBlocks:
 
 
 def _count_and_sum(classes):
-    """(2, C) int32 rows of ones and of class ids: the count and the sum of the classes in a mask."""
+    """(2, C) float32 rows of ones and of class ids: a product with a 0/1 mask counts and sums the classes
+    in it (exactly: integers below 2^24), through BLAS."""
     np = _np()
     key = ("count-and-sum", classes)
     if key not in _PLANS:
-        _PLANS[key] = np.stack([np.ones(classes, np.int32), np.arange(classes, dtype=np.int32)])
+        _PLANS[key] = np.stack([np.ones(classes, np.float32), np.arange(classes, dtype=np.float32)])
     return _PLANS[key]
 
 
@@ -789,8 +793,8 @@ def _sparse_class_map(scores, size, arithmetic, dtype, stats):
     scale = np.maximum(np.abs(top), np.abs(x.min(0)))
     # safe: every other class is below top - slack, so only the winner reaches it (NaN reaches nothing);
     # where one class reaches, the sum of the ids that do is the winner
-    reach = (x >= top - (COPY_SLACK * scale + TINY)).view(np.int8)
-    count, winner = np.einsum("jk,khw->jhw", _count_and_sum(classes), reach)
+    reach = (x >= top - (COPY_SLACK * scale + TINY)).reshape(classes, -1).view(np.int8)
+    count, winner = _count_and_sum(classes).dot(reach.astype(np.float32)).astype(np.intp).reshape((2,) + top.shape)
     safe = (count == 1) & (scale < HUGE)
     unsafe = np.nonzero(~safe)
     winner[unsafe] = _first_argmax(x[(slice(None),) + unsafe])
@@ -802,82 +806,105 @@ def _sparse_class_map(scores, size, arithmetic, dtype, stats):
     canvas = np.empty((rows.n, rows.span, cols.n, cols.span), dtype)
     canvas.reshape(rows.n, rows.span, -1)[...] = np.repeat(block, cols.span, axis=1)[:, None, :]
     rb, qb = np.nonzero(~good)
-    exact = _refine(x, winner, (kernel, fused, rows, cols), rb, qb, canvas) if len(rb) else 0
+    exact = _refine(x, winner, scale, (kernel, fused, rows, cols), rb, qb, canvas) if len(rb) else 0
     if stats is not None:
         stats.update(blocks=int(good.size), refined=int(len(rb)), exact_pixels=int(exact))
     flat = canvas.reshape(rows.n * rows.span, cols.n * cols.span)
     return cols.expand(rows.expand(flat, 0), 1)
 
 
-def _refine(x, winner, plan, rb, qb, canvas):
+def _refine(x, winner, scale, plan, rb, qb, canvas):
     """Class ids of the blocks (rb, qb) into ``canvas``; returns the number of pixels computed exactly."""
     np = _np()
     kernel, fused, rows, cols = plan
-    i0, i1, j0, j1 = rows.s0[rb], rows.s1[rb], cols.s0[qb], cols.s1[qb]
-    at = np.concatenate([i0 * x.shape[2] + j0, i0 * x.shape[2] + j1, i1 * x.shape[2] + j0, i1 * x.shape[2] + j1])
-    corners = np.take(x.reshape(len(x), -1), at, axis=1).reshape(len(x), 4, -1)  # (C, 4 corners, B)
-    scale = np.abs(corners.reshape(-1, len(rb))).max(0)
-    bounded = np.isfinite(scale) & (scale < HUGE)
-    slack = np.where(bounded, COPY_SLACK * scale + TINY, np.inf).astype(np.float32)
-    candidates = ~_beaten(corners, slack, (winner[i0, j0], winner[i0, j1], winner[i1, j0], winner[i1, j1]))
+    classes, pixels = len(x), x.shape[1] * x.shape[2]
+    xf = x.reshape(-1)
+    i0, i1, j0, j1 = rows.s0[rb] * x.shape[2], rows.s1[rb] * x.shape[2], cols.s0[qb], cols.s1[qb]
+    at = np.stack([i0 + j0, i0 + j1, i1 + j0, i1 + j1])  # (4 corners, B): flat low-resolution pixels
+    corners = np.take(xf, at + (np.arange(classes) * pixels)[:, None, None])  # (C, 4, B)
+    top = scale.reshape(-1).take(at).max(0)  # max |score| over the block's corners (NaN if one is NaN)
+    bounded = top < HUGE
+    slack = np.where(bounded, COPY_SLACK * top + TINY, np.inf).astype(np.float32)
+    wins = winner.reshape(-1).take(at)  # (4, B): every corner's winner is a candidate (nothing leads it there)
+    candidates = ~_beaten(corners, slack, wins)
     count = candidates.sum(0)
-    lowest = candidates.argmax(0)
+    low, high = wins.min(0), wins.max(0)
     screen = slack * np.float32(SCREEN_SLACK / COPY_SLACK)  # TINY doubled too: still far below any margin
     exact = 0
     single = np.flatnonzero(count == 1)  # one class can win: the whole block is that class
-    canvas[rb[single], :, qb[single], :] = lowest[single][:, None, None]
-    pairs = np.flatnonzero((count == 2) & bounded)
+    canvas[rb[single], :, qb[single], :] = low[single][:, None, None]
+    two = (count == 2) & (low != high) & bounded  # the two candidates are the corners' two winners
+    pairs = np.flatnonzero(two)
     if len(pairs):
-        ids = np.stack([lowest[pairs], len(candidates) - 1 - candidates[::-1, pairs].argmax(0)])
-        exact += _refine_pairs(plan, rb[pairs], qb[pairs], ids, corners[ids, :, pairs].transpose(2, 0, 1),
-                               screen[pairs], len(candidates), canvas)
-    rest = (count > 2) | ((count == 2) & ~bounded)  # in groups of 2-4, 5-16, 17-64, ... candidates
-    low = 2
-    while rest.any():
-        high = 4 if low == 2 else 4 * (low - 1)
-        sel = np.flatnonzero(rest & (count <= high))
-        rest[sel] = False
-        if len(sel):
-            width = int(count[sel].max())
-            ids = np.argsort(~candidates[:, sel], axis=0, kind="stable")[:width]  # ascending ids first
-            padding = np.arange(width)[:, None] >= count[sel]
-            ids = np.where(padding, ids[count[sel] - 1, np.arange(len(sel))], ids)  # repeat the last id
-            exact += _refine_blocks(plan, rb[sel], qb[sel], ids, padding, corners[ids, :, sel].transpose(2, 0, 1),
-                                    screen[sel], len(candidates), canvas)
-        low = high + 1
+        ids = np.stack([low[pairs], high[pairs]])
+        values = np.take(xf, at[:, None, pairs] + ids * pixels)  # (4 corners, 2, B)
+        exact += _refine_pairs(plan, rb[pairs], qb[pairs], ids, values, screen[pairs], classes, canvas)
+    rest = np.flatnonzero((count > 1) & ~two)
+    for sel in _candidate_groups(count[rest]):
+        sel = rest[sel]
+        width, number = int(count[sel].max()), count[sel]
+        ids = np.argsort(~candidates[:, sel], axis=0, kind="stable")[:width]  # ascending ids first
+        padding = np.arange(width)[:, None] >= number
+        ids = np.where(padding, ids[number - 1, np.arange(len(sel))], ids)  # repeat the last id
+        values = np.take(xf, at[:, None, sel] + ids * pixels)  # (4 corners, K, B)
+        exact += _refine_blocks(plan, rb[sel], qb[sel], ids, padding, values, screen[sel], classes, canvas)
     return exact
 
 
-def _beaten(corners, slack, winners):
+#: Padding (block x class slots) worth one more numpy pass over a group of blocks rather than another group.
+GROUP_WASTE = 256
+
+
+def _candidate_groups(count):
+    """Index arrays into ``count`` (candidates per block): blocks refined together, each group padded to its
+    widest block. Groups of 2-4, 5-16, 17-64, ... candidates, merged while the padding stays small."""
+    np = _np()
+    groups, limit = [], 4
+    left = np.ones(len(count), bool)
+    while left.any():
+        sel = np.flatnonzero(left & (count <= limit))
+        left[sel] = False
+        if len(sel):
+            width = int(count[sel].max())
+            if groups and len(groups[-1][0]) * (width - groups[-1][1]) <= GROUP_WASTE:
+                groups[-1] = (np.concatenate([groups[-1][0], sel]), width)
+            else:
+                groups.append((sel, width))
+        limit *= 4
+    return [sel for sel, _ in groups]
+
+
+def _beaten(corners, slack, wins):
     """(C, B): classes that cannot win anywhere in their block. A class k is out if, at all four corners,
-    one of these leads it by more than the slack: the class with the highest minimum over the corners, the
-    winner A of the first corner, the winner B of another corner where it differs, or the mixture (A + B) / 2
+    one of these leads it by more than the slack: the winner A of the first corner, the winner B of another
+    corner where it differs, the class with the highest minimum over the corners, or the mixture (A + B) / 2
     (bilinear too, so it then leads k inside the block, and max(A, B) >= the mixture). In float32: a
     difference is within 2 units of roundoff of the exact one, the sum of two within 8 (against twice the
     slack), the exact lead therefore above 10 units."""
     np = _np()
-    blocks = np.arange(corners.shape[2])
-    best = corners.min(1).argmax(0)
-    a = winners[0]
-    b = np.where(winners[3] != a, winners[3], np.where(winners[1] != a, winners[1], winners[2]))
-    lead_a = (corners[a, :, blocks].T - corners).min(1)
-    lead_b = corners[b, :, blocks].T - corners  # (C, 4, B)
-    both = (corners[a, :, blocks].T - corners + lead_b).min(1)
-    return (((corners[best, :, blocks].T - corners).min(1) > slack) | (lead_a > slack)
-            | (lead_b.min(1) > slack) | (both > 2 * slack))
+    classes, _, blocks = corners.shape
+    a = wins[0]
+    b = np.where(wins[3] != a, wins[3], np.where(wins[1] != a, wins[1], wins[2]))
+    leaders = np.stack([a, b, corners.min(1).argmax(0)])  # (3, B)
+    flat = (leaders * 4)[:, None, :] + np.arange(4)[:, None]  # into corners seen as (C * 4, B)
+    values = np.take(corners.reshape(-1), flat * blocks + np.arange(blocks))  # (3, 4, B)
+    lead = values[:, None] - corners  # (3, C, 4, B): each leader's lead over every class at every corner
+    beaten = (lead.min(2) > slack).any(0)
+    return beaten | ((lead[0] + lead[1]).min(1) > 2 * slack)
 
 
-def _block_weights(rows, cols, rpos, cpos):
-    """(h0, h1, w0, w1) of blocks' pixels, shaped to broadcast to (rows, cols, B): blocks innermost, so
-    that numpy's loops run along them."""
-    return (rows.l0[rpos].T[:, None, :], rows.l1[rpos].T[:, None, :], cols.l0[cpos].T[None], cols.l1[cpos].T[None])
+def _block_weights(rows, cols, rb, qb):
+    """(h0, h1, w0, w1) of the pixels of blocks (rb, qb), shaped to broadcast to (rows, cols, B): blocks
+    innermost (and contiguous), so that numpy's loops run along them."""
+    return (rows.w0.take(rb, 1)[:, None, :], rows.w1.take(rb, 1)[:, None, :], cols.w0.take(qb, 1)[None],
+            cols.w1.take(qb, 1)[None])
 
 
-def _exact_winners(plan, ids, values, rpos, cpos, b, r, c, classes):
-    """Index into ``ids`` of the exact winner at pixels (b, r, c) of blocks with corner ``values``."""
+def _exact_winners(plan, ids, values, rb, qb, b, r, c, classes):
+    """Index into ``ids`` of the exact winner at pixels (b, r, c) of blocks (rb, qb) with corner ``values``."""
     kernel, fused, rows, cols = plan
     near = values[:, :, b]  # (4, K, P)
-    hr, wc = rpos[b, r], cpos[b, c]
+    hr, wc = rows.pos[rb[b], r], cols.pos[qb[b], c]
     scores = _blend(near[0], near[1], near[2], near[3], rows.l0[hr], rows.l1[hr], cols.l0[wc], cols.l1[wc],
                     kernel, fused, ids[:, b] < classes - classes % NHWC_LANES)
     return _first_argmax(scores)
@@ -889,40 +916,39 @@ def _refine_pairs(plan, rb, qb, ids, values, screen, classes, canvas):
     of the exact difference), exact where that is too close to call."""
     np = _np()
     kernel, fused, rows, cols = plan
-    rpos, cpos = rows.pos[rb], cols.pos[qb]
-    _, h1, w0, w1 = _block_weights(rows, cols, rpos, cpos)
+    _, h1, w0, w1 = _block_weights(rows, cols, rb, qb)
     d = values[:, 1] - values[:, 0]  # (4, B)
     top = _lerp(d[0], d[1], w0, w1, False)  # (1, sc, B)
     lead = top + h1 * (_lerp(d[2], d[3], w0, w1, False) - top)  # (sr, sc, B)
     second = lead > 0
-    r, c, b = np.nonzero(np.abs(lead) <= screen)
-    if len(b):
-        second[r, c, b] = _exact_winners(plan, ids, values, rpos, cpos, b, r, c, classes) == 1
+    close = np.flatnonzero(np.abs(lead) <= screen)  # flat: numpy's N-d nonzero is several times slower
+    if len(close):
+        r, c, b = np.unravel_index(close, lead.shape)
+        second.reshape(-1)[close] = _exact_winners(plan, ids, values, rb, qb, b, r, c, classes) == 1
     first, other = ids.astype(canvas.dtype)
-    canvas[rb, :, qb, :] = (first + second * (other - first)).transpose(2, 0, 1)
-    return len(b)
+    canvas[rb, :, qb, :] = (first + second * (other - first)).transpose(2, 0, 1)  # np.where: 8x slower here
+    return len(close)
 
 
 def _refine_blocks(plan, rb, qb, ids, padding, values, screen, classes, canvas):
     """Blocks whose winner is one of the classes ``ids`` (K, B; ``padding`` repeats a block's last id):
-    every pixel, plain float32 first, exactly where that is too close to call."""
+    every pixel, plain float32 first, exactly where that is too close to call. The plain pre-computation
+    decides a pixel where only its winner comes within ``screen`` of the maximum."""
     np = _np()
     kernel, fused, rows, cols = plan
-    rpos, cpos = rows.pos[rb], cols.pos[qb]  # (B, span)
-    k, blocks = ids.shape
-    # the K classes side by side along the last axis (class-major), so numpy's loops run along K x B values
-    h0, h1, w0, w1 = (np.tile(a, (1, 1, k)) for a in _block_weights(rows, cols, rpos, cpos))
-    corner = [np.where(padding, np.float32(-2.0 ** 126), v).reshape(-1) for v in values]  # (K * B,)
-    approx = _blend(corner[0], corner[1], corner[2], corner[3], h0, h1, w0, w1, "nchw", False, True)
-    win, best, second = _top_two(approx.reshape(approx.shape[:2] + (k, blocks)).transpose(2, 0, 1, 3))
-    r, c, b = np.nonzero(~(best - second > screen))
-    if len(b):
-        win[r, c, b] = _exact_winners(plan, ids, values, rpos, cpos, b, r, c, classes)
-    winners = np.empty(win.shape, canvas.dtype)
-    for k, name in enumerate(ids.astype(canvas.dtype)):
-        np.copyto(winners, name, where=win == k)
-    canvas[rb, :, qb, :] = winners.transpose(2, 0, 1)
-    return len(b)
+    h0, h1, w0, w1 = _block_weights(rows, cols, rb, qb)  # broadcast against (K, 1, 1, B): blocks innermost
+    padded = np.where(padding, np.float32(-2.0 ** 126), values)[:, :, None, None, :]  # (4, K, 1, 1, B)
+    approx = _blend(padded[0], padded[1], padded[2], padded[3], h0, h1, w0, w1, "nchw", False, True)
+    near = approx >= approx.max(0) - screen  # (K, sr, sc, B); NaN or infinity: nowhere, so refined exactly
+    count, win = _count_and_sum(len(ids)).dot(near.reshape(len(ids), -1).astype(np.float32))
+    win = win.astype(np.intp).reshape(approx.shape[1:])  # the winner where it is the only one near the maximum
+    close = np.flatnonzero(count != 1)
+    if len(close):
+        r, c, b = np.unravel_index(close, win.shape)
+        win.reshape(-1)[close] = _exact_winners(plan, ids, values, rb, qb, b, r, c, classes)
+    names = np.take(ids.astype(canvas.dtype).reshape(-1), win * len(rb) + np.arange(len(rb)))  # ids[win, block]
+    canvas[rb, :, qb, :] = names.transpose(2, 0, 1)
+    return len(close)
 
 
 def nearest_indices(in_size, out_size):
