@@ -642,19 +642,6 @@ def _first_argmax(a):
     return index
 
 
-def _top_two(a):
-    """(index of the first maximum, maximum, second largest value) along axis 0, class by class (NaN
-    scores make them meaningless: callers treat such pixels as undecided)."""
-    np = _np()
-    best, second = a[0], np.full(a.shape[1:], -np.inf, a.dtype)
-    index = np.zeros(best.shape, np.intp)
-    for k in range(1, len(a)):
-        np.copyto(index, k, where=a[k] > best)
-        second = np.maximum(second, np.minimum(best, a[k]))
-        best = np.maximum(best, a[k])
-    return index, best, second
-
-
 def class_scores(logits, layout="NCHW"):
     """Scores as a contiguous float32 ``(C, h, w)`` array from ``(1, C, h, w)`` / ``(C, h, w)`` (NCHW) or
     ``(1, h, w, C)`` / ``(h, w, C)`` (NHWC) logits."""
@@ -749,14 +736,15 @@ class _AxisBlocks:
         return canvas.take(self.owner, axis)
 
 
-def _count_and_sum(classes):
-    """(2, C) float32 rows of ones and of class ids: a product with a 0/1 mask counts and sums the classes
-    in it (exactly: integers below 2^24), through BLAS."""
+def _count_and_sum(mask):
+    """(count, sum of the class ids) of the True entries of a (C, ...) mask along its first axis. einsum's own
+    loops, not BLAS: a BLAS product would be faster but may run on several threads."""
     np = _np()
+    classes = len(mask)
     key = ("count-and-sum", classes)
     if key not in _PLANS:
-        _PLANS[key] = np.stack([np.ones(classes, np.float32), np.arange(classes, dtype=np.float32)])
-    return _PLANS[key]
+        _PLANS[key] = np.stack([np.ones(classes, np.int32), np.arange(classes, dtype=np.int32)])
+    return np.einsum("jk,k...->j...", _PLANS[key], mask.view(np.int8))
 
 
 def _sparse_plan(in_size, out_size, arithmetic):
@@ -793,8 +781,7 @@ def _sparse_class_map(scores, size, arithmetic, dtype, stats):
     scale = np.maximum(np.abs(top), np.abs(x.min(0)))
     # safe: every other class is below top - slack, so only the winner reaches it (NaN reaches nothing);
     # where one class reaches, the sum of the ids that do is the winner
-    reach = (x >= top - (COPY_SLACK * scale + TINY)).reshape(classes, -1).view(np.int8)
-    count, winner = _count_and_sum(classes).dot(reach.astype(np.float32)).astype(np.intp).reshape((2,) + top.shape)
+    count, winner = _count_and_sum(x >= top - (COPY_SLACK * scale + TINY))
     safe = (count == 1) & (scale < HUGE)
     unsafe = np.nonzero(~safe)
     winner[unsafe] = _first_argmax(x[(slice(None),) + unsafe])
@@ -940,8 +927,7 @@ def _refine_blocks(plan, rb, qb, ids, padding, values, screen, classes, canvas):
     padded = np.where(padding, np.float32(-2.0 ** 126), values)[:, :, None, None, :]  # (4, K, 1, 1, B)
     approx = _blend(padded[0], padded[1], padded[2], padded[3], h0, h1, w0, w1, "nchw", False, True)
     near = approx >= approx.max(0) - screen  # (K, sr, sc, B); NaN or infinity: nowhere, so refined exactly
-    count, win = _count_and_sum(len(ids)).dot(near.reshape(len(ids), -1).astype(np.float32))
-    win = win.astype(np.intp).reshape(approx.shape[1:])  # the winner where it is the only one near the maximum
+    count, win = _count_and_sum(near)  # win: the winner where it is the only class near the maximum
     close = np.flatnonzero(count != 1)
     if len(close):
         r, c, b = np.unravel_index(close, win.shape)
