@@ -104,6 +104,18 @@ def test_instructions_per_inference_are_counted_and_repeat(sim_ready, tiny, tmp_
 
 
 @pytest.mark.sim
+def test_post_processing_methods_are_counted_on_the_core(sim_ready, tiny, tmp_path):
+    doc = bench(tmp_path, "--model", str(tiny["fp32"]), "--device", "sim:cortex-a72", "--runs", "2",
+                "--post", "sparse", "--post", "nearest", "--post", "dense")
+    methods = doc["post"]["methods"]
+    counted = {m: methods[m]["instructions_median"] for m in ("sparse", "nearest", "dense")}
+    assert all(len(methods[m]["instructions"]) == 2 for m in counted)              # one count per timed run
+    assert 0 < counted["nearest"] < counted["sparse"] < counted["dense"], counted
+    for m in counted:  # numpy's calls repeat to about 1% (its allocations vary a little), not exactly as TFLite
+        assert max(methods[m]["instructions"]) <= 1.03 * min(methods[m]["instructions"]), methods[m]
+
+
+@pytest.mark.sim
 def test_int8_uses_the_dot_product_on_cortex_a76(sim_ready, tiny, tmp_path):
     fp32 = bench(tmp_path, "--model", str(tiny["fp32"]), "--device", "sim:cortex-a76")["instructions"]
     int8 = bench(tmp_path, "--model", str(tiny["int8"]), "--device", "sim:cortex-a76")["instructions"]
@@ -190,6 +202,10 @@ def test_breakdown_stage_counts_add_up_to_the_whole(sim_ready, tmp_path):
     assert view["available"] and set(view["instructions"]["stages"]) == {"tpm", "sase", "sim", "head"}
     assert view["instructions"]["unattributed"] <= 0.05 * view["instructions"]["total"]
     assert "M instructions" in result.output and "heaviest operators" in result.output
+    post = {row["method"]: row for row in doc["post_methods"]}                      # default --post sparse
+    assert set(post) == {"in-graph (tflite)", "sparse"}
+    assert all(r["instructions"] > 0 and r["network_plus_post_instructions"] > counts["whole"] for r in post.values())
+    assert "post M instructions" in result.output
 
 
 def test_the_plugin_source_ships_with_the_package():

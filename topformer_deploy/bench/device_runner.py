@@ -460,7 +460,7 @@ def save_outputs(path, arrays, infos):
 #: the counters" and the kernel as a seek of /dev/null that does nothing (no exception: the Python between
 #: two marks stays short and repeats exactly). Marks sit outside the timed region.
 MARK_MAGIC = 0x7466647000000000
-MARK_WARMUP, MARK_RUN, MARK_NULL, MARK_OP = 1, 3, 5, 7      # begin = event, end = event + 1
+MARK_WARMUP, MARK_RUN, MARK_NULL, MARK_OP, MARK_POST = 1, 3, 5, 7, 9      # begin = event, end = event + 1
 _MARK_FD = []
 
 
@@ -502,14 +502,25 @@ def between_marks(marks, event, index, overhead=None):
     return dict((k, end[k] - begin[k] - (overhead[k] if overhead else 0)) for k in end)
 
 
-def instruction_counts(runs, path=None, pid=None):
+def instruction_counts(runs, path=None, pid=None, post_methods=0):
     """The runner document's ``instructions``: per timed run, every counter (``total`` = all classes), net
-    of ``marker_overhead`` (what a pair of marks around nothing costs, ~10k instructions of Python)."""
+    of ``marker_overhead`` (what a pair of marks around nothing costs, ~10k instructions of Python); with
+    ``post_methods``, ``post_per_run``: per method (in ``--post`` order) the total of each timed run's
+    post-processing."""
     path = path or os.environ["TOPFORMER_DEPLOY_COUNTS"]
     classes, kinds, marks = read_marks(path, os.getpid() if pid is None else pid)
     overhead = between_marks(marks, MARK_NULL, 0)
-    return {"classes": classes, "kinds": kinds, "marker_overhead": overhead["total"],
-            "per_run": [between_marks(marks, MARK_RUN, i, overhead) for i in runs]}
+    doc = {"classes": classes, "kinds": kinds, "marker_overhead": overhead["total"],
+           "per_run": [between_marks(marks, MARK_RUN, i, overhead) for i in runs]}
+    if post_methods:
+        doc["post_per_run"] = [[between_marks(marks, MARK_POST, post_mark(k, i), overhead)["total"] for i in runs]
+                               for k in range(post_methods)]
+    return doc
+
+
+def post_mark(method_index, run_index):
+    """The mark index of one post-processing method's call after one run."""
+    return (method_index << 16) | (run_index & 0xFFFF)
 
 
 # ======================================================================== POST-PROCESSING (public API)
@@ -1040,7 +1051,7 @@ def measure(args):
             if i >= args.warmup:
                 latencies.append(elapsed)
             if post:
-                post.run(model, timed=i >= args.warmup)
+                post.run(model, i, timed=i >= args.warmup, marks=marks)
     except (RuntimeError, ValueError) as exc:
         raise RunnerError("runtime_error", "inference failed: %s" % _one_line(exc))
 
@@ -1077,9 +1088,13 @@ def measure(args):
         doc["output_summaries"] = [summarize_output(o) for o in outputs]
     if marks and os.environ.get("TOPFORMER_DEPLOY_COUNTS"):
         try:
-            doc["instructions"] = instruction_counts(range(args.warmup, args.warmup + args.runs))
+            doc["instructions"] = instruction_counts(range(args.warmup, args.warmup + args.runs),
+                                                     post_methods=len(post.methods) if post else 0)
         except (OSError, ValueError, KeyError) as exc:
             raise RunnerError("runtime_error", "no instruction counts: %s" % _one_line(exc))
+        if post:
+            for method, counts in zip(post.methods, doc["instructions"].pop("post_per_run", [])):
+                doc["post"]["methods"][method]["instructions"] = counts
     return doc
 
 
@@ -1110,12 +1125,16 @@ class PostTimer:
         self.latencies = dict((m, []) for m in self.methods)
         self.refined = {}
 
-    def run(self, model, timed):
-        for method in self.methods:
+    def run(self, model, index, timed, marks=False):
+        for k, method in enumerate(self.methods):
             stats = {}
+            if marks:  # counted on a simulated core: marks outside the timed region, as around a run
+                mark(MARK_POST, post_mark(k, index))
             start = time.perf_counter()
             class_map(model.fetch_outputs()[0], self.size, method, self.layout, stats=stats)
             elapsed = (time.perf_counter() - start) * 1e3
+            if marks:
+                mark(MARK_POST + 1, post_mark(k, index))
             if timed:
                 self.latencies[method].append(elapsed)
             self.refined[method] = stats["refined"] / stats["blocks"] if stats else None

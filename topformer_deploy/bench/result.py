@@ -104,7 +104,8 @@ def post_summary(runner_docs: list[dict]) -> dict | None:
     every post latency and every network + post latency (paired run by run), with their statistics.
 
     ``{"size": [H, W], "layout", "arithmetic", "methods": {method: {"exact", "blocks_refined",
-    "latencies_ms", "total_ms", "stats", "total_stats"}}}``
+    "latencies_ms", "total_ms", "stats", "total_stats"}}}``; on a simulated core each method also has
+    ``instructions`` (per timed call) and ``instructions_median``.
     """
     docs = [d for d in runner_docs if d.get("post")]
     if not docs:
@@ -116,6 +117,9 @@ def post_summary(runner_docs: list[dict]) -> dict | None:
         total = [a + b for d in docs for a, b in zip(d["latencies_ms"], d["post"]["methods"][method]["latencies_ms"])]
         methods[method] = {"exact": entry["exact"], "blocks_refined": entry.get("blocks_refined"),
                            "latencies_ms": post, "total_ms": total}
+        counted = [x for d in docs for x in d["post"]["methods"][method].get("instructions") or []]
+        if counted:  # a simulated core: the instructions of each timed call
+            methods[method]["instructions"] = counted
     return merge_post([{**{k: v for k, v in first.items() if k != "methods"}, "methods": methods}])
 
 
@@ -130,6 +134,9 @@ def merge_post(blocks: list[dict]) -> dict:
         merged["methods"][method] = {"exact": entry["exact"], "blocks_refined": entry.get("blocks_refined"),
                                      "latencies_ms": post, "total_ms": total, "stats": summarize(post),
                                      "total_stats": summarize(total)}
+        counted = [x for b in blocks for x in b["methods"][method].get("instructions") or []]
+        if counted:
+            merged["methods"][method].update(instructions=counted, instructions_median=float(np.median(counted)))
     return merged
 
 

@@ -117,13 +117,19 @@ def post_methods(results: dict[str, dict], artifacts: dict[str, dict], options: 
     then each numpy method timed on the device after the head (``--post``)."""
     whole = results["full"]["stats"]["p50"]
     post = results["post"]["stats"]
+    counted = (results["full"].get("instructions") or {}).get("total")  # a simulated core
     rows = [{"method": f"in-graph ({options.fmt})", "exact": False, "p50_ms": post["p50"], "p90_ms": post["p90"],
              "network_plus_post_ms": whole + post["p50"], "blocks_refined": None,
+             "instructions": (results["post"].get("instructions") or {}).get("total"),
              "artifact": str(artifacts["post"]["path"])}]
     for method, entry in ((results.get(NUMPY_POST) or {}).get("post") or {}).get("methods", {}).items():
         rows.append({"method": method, "exact": method in EXACT_POST_METHODS, "p50_ms": entry["stats"]["p50"],
                      "p90_ms": entry["stats"]["p90"], "network_plus_post_ms": whole + entry["stats"]["p50"],
-                     "blocks_refined": entry.get("blocks_refined"), "artifact": None})
+                     "blocks_refined": entry.get("blocks_refined"), "instructions": entry.get("instructions_median"),
+                     "artifact": None})
+    for row in rows:
+        row["network_plus_post_instructions"] = counted + row["instructions"] if counted and row["instructions"] \
+            else None
     return rows
 
 

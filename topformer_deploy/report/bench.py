@@ -74,6 +74,10 @@ def result_table(doc: dict, title: str | None = None):
         entries = [((d.get("post") or {}).get("methods") or {}).get(method) or {} for d in docs]
         rows.append((f"post {method} p50 ms", [fmt((e.get("stats") or {}).get("p50")) + _refined(e) for e in entries]))
         rows.append((f"network + {method} p50 ms", [fmt((e.get("total_stats") or {}).get("p50")) for e in entries]))
+        if any(e.get("instructions_median") for e in entries):
+            rows.append((f"post {method} instructions (M)",
+                         [fmt(e["instructions_median"] / 1e6, ".3f") if e.get("instructions_median") else "-"
+                          for e in entries]))
     if simulated:  # emulated wall time: kept, labelled for what it is
         rows = [(f"{name} (emulated)" if name.endswith(" ms") or name == "CV" else name, cells)
                 for name, cells in rows if not name.startswith(("temp", "hot", "cores"))]

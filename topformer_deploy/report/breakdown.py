@@ -77,12 +77,20 @@ def post_table(doc: dict) -> Table | None:
     if doc["config"].get("weights") == "random":
         caption += ("; random weights give near-tied logits, so the sparse method refines most blocks here: "
                     "time it with --checkpoint")
+    counted = any(row.get("instructions") for row in rows)  # a simulated core: the counts are the figure
+    if counted:
+        caption += "; ms are emulated wall time, M instructions are counted (network + post: whole model + post)"
     table = Table(title="post-processing: what an app pays after the network", caption=caption)
-    for name in ("method", "exact", "post p50 ms", "post p90 ms", "network + post ms", "blocks refined"):
+    names = ("method", "exact", "post p50 ms", "post p90 ms", "network + post ms", "blocks refined")
+    for name in names + (("post M instructions", "network + post M instructions") if counted else ()):
         table.add_column(name, justify="left" if name == "method" else "right")
+    millions = lambda v: f"{v / 1e6:.3f}" if v else "-"  # noqa: E731
     for row in rows:
-        table.add_row(row["method"], "yes" if row["exact"] else "no", f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
-                      f"{row['network_plus_post_ms']:.2f}", pct(row["blocks_refined"]))
+        cells = ["yes" if row["exact"] else "no", f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
+                 f"{row['network_plus_post_ms']:.2f}", pct(row["blocks_refined"])]
+        if counted:
+            cells += [millions(row.get("instructions")), millions(row.get("network_plus_post_instructions"))]
+        table.add_row(row["method"], *cells)
     return table
 
 
