@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from topformer_deploy import postprocess as pp
+from topformer_deploy.bench import device_runner as pp_runner
 from topformer_deploy.data import generate_sample
 from topformer_deploy.images import preprocess, sample_photos
 
@@ -186,6 +187,30 @@ def test_non_finite_scores_follow_the_reference():
                                   pp.dense_class_map(scores, (64, 64), arithmetic))
         arithmetic = pp.torch_arithmetic(len(scores), (8, 8), (64, 64))
         assert np.array_equal(pp.dense_class_map(scores, (64, 64), arithmetic), torch_classes(scores, (64, 64)))
+
+
+def test_many_classes_take_the_cheap_test_first_and_stay_exact(monkeypatch):
+    """150 classes as a segmentation gives them: a few region classes, the rest far below (the cheap test
+    drops those), plus a class tied with a region class everywhere, one just below another, NaN and inf."""
+    tested = []
+    full_test = pp_runner._beaten
+    monkeypatch.setattr(pp_runner, "_beaten", lambda corners, *a: tested.append(len(corners)) or full_test(corners, *a))
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[0:12, 0:12]
+    x = (rng.standard_normal((150, 12, 12)) - 8).astype(np.float32)
+    for k, (cy, cx) in enumerate([(2, 3), (9, 9), (5, 10), (10, 2)]):
+        x[10 + 30 * k] = (5 - 0.6 * np.hypot(yy - cy, xx - cx)).astype(np.float32)
+    x[120] = x[10]                                                 # tied everywhere: 10 wins (first index)
+    x[135] = np.nextafter(x[40], np.float32(-np.inf))              # one unit below class 40
+    assert len(x) > pp_runner.FEW_CLASSES
+    for size in ((96, 96), (61, 77)):
+        stats = check_exact(x, size)
+        assert 0 < stats["refined"] < stats["blocks"]
+        assert not (pp.sparse_class_map(x, size) == 120).any()
+    assert tested and max(tested) <= 10                            # the full test saw only the surviving classes
+    x[140, 4, 4], x[70, 8, 1], x[3, 0, 11] = np.nan, np.inf, -np.inf   # non-finite: the reference's answer
+    for arithmetic in pp.ARITHMETICS:
+        assert np.array_equal(pp.sparse_class_map(x, (96, 96), arithmetic), pp.dense_class_map(x, (96, 96), arithmetic))
 
 
 # ------------------------------------------------------------------------------------------------ real photos

@@ -819,12 +819,12 @@ def _refine(x, winner, scale, plan, rb, qb, canvas):
     xf = x.reshape(-1)
     i0, i1, j0, j1 = rows.s0[rb] * x.shape[2], rows.s1[rb] * x.shape[2], cols.s0[qb], cols.s1[qb]
     at = np.stack([i0 + j0, i0 + j1, i1 + j0, i1 + j1])  # (4 corners, B): flat low-resolution pixels
-    corners = np.take(xf, at + (np.arange(classes) * pixels)[:, None, None])  # (C, 4, B)
+    corners = np.take(x.reshape(classes, pixels), at, axis=1)  # (C, 4, B)
     top = scale.reshape(-1).take(at).max(0)  # max |score| over the block's corners (NaN if one is NaN)
     bounded = top < HUGE
     slack = np.where(bounded, COPY_SLACK * top + TINY, np.inf).astype(np.float32)
     wins = winner.reshape(-1).take(at)  # (4, B): every corner's winner is a candidate (nothing leads it there)
-    candidates = ~_beaten(corners, slack, wins)
+    candidates = _candidates(corners, slack, wins)
     count = candidates.sum(0)
     low, high = wins.min(0), wins.max(0)
     screen = slack * np.float32(SCREEN_SLACK / COPY_SLACK)  # TINY doubled too: still far below any margin
@@ -870,6 +870,30 @@ def _candidate_groups(count):
                 groups.append((sel, width))
         limit *= 4
     return [sel for sel, _ in groups]
+
+
+#: With more classes than this, a cheap test first keeps only the classes that can win in some block.
+FEW_CLASSES = 32
+
+
+def _candidates(corners, slack, wins):
+    """(C, B): the classes that can win somewhere in their block (every corner's winner among them).
+
+    With many classes most are far below everywhere: a class whose maximum over a block's corners is more than
+    the slack below the highest minimum of any class there is led by that class at every corner (one
+    difference, as in :func:`_beaten`), so the full test runs only on the classes that survive this in some
+    block. Both tests are sound, so their intersection is."""
+    np = _np()
+    classes = len(corners)
+    if classes <= FEW_CLASSES:
+        return ~_beaten(corners, slack, wins)
+    alive = ~(corners.max(1) < corners.min(1).max(0) - slack)  # NaN: alive
+    union = np.flatnonzero(alive.any(1))
+    local = np.zeros(classes, np.intp)
+    local[union] = np.arange(len(union))
+    candidates = np.zeros(alive.shape, bool)
+    candidates[union] = ~_beaten(corners[union], slack, local[wins]) & alive[union]
+    return candidates
 
 
 def _beaten(corners, slack, wins):
