@@ -823,7 +823,7 @@ def _refine(x, winner, scale, plan, rb, qb, canvas):
     top = scale.reshape(-1).take(at).max(0)  # max |score| over the block's corners (NaN if one is NaN)
     bounded = top < HUGE
     slack = np.where(bounded, COPY_SLACK * top + TINY, np.inf).astype(np.float32)
-    wins = winner.reshape(-1).take(at)  # (4, B): every corner's winner is a candidate (nothing leads it there)
+    wins = winner.reshape(-1).take(at).astype(np.intp)  # (4, B): every corner's winner is a candidate
     candidates = _candidates(corners, slack, wins)
     count = candidates.sum(0)
     low, high = wins.min(0), wins.max(0)
