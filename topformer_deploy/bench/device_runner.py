@@ -904,7 +904,7 @@ def _beaten(corners, slack, wins):
     difference is within 2 units of roundoff of the exact one, the sum of two within 8 (against twice the
     slack), the exact lead therefore above 10 units."""
     np = _np()
-    classes, _, blocks = corners.shape
+    blocks = corners.shape[2]
     a = wins[0]
     b = np.where(wins[3] != a, wins[3], np.where(wins[1] != a, wins[1], wins[2]))
     leaders = np.stack([a, b, corners.min(1).argmax(0)])  # (3, B)

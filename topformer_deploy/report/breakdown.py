@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..model.stages import STAGE_LABELS
-from .common import pct, pyplot, save_figure
+from .common import fmt, pct, pyplot, save_figure
 
 
 def breakdown_table(doc: dict) -> Table:
@@ -84,7 +84,7 @@ def post_table(doc: dict) -> Table | None:
     names = ("method", "exact", "post p50 ms", "post p90 ms", "network + post ms", "blocks refined")
     for name in names + (("post M instructions", "network + post M instructions") if counted else ()):
         table.add_column(name, justify="left" if name == "method" else "right")
-    millions = lambda v: f"{v / 1e6:.3f}" if v else "-"  # noqa: E731
+    millions = lambda v: fmt(None if v is None else v / 1e6, ".3f")  # noqa: E731
     for row in rows:
         cells = ["yes" if row["exact"] else "no", f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
                  f"{row['network_plus_post_ms']:.2f}", pct(row["blocks_refined"])]
